@@ -1,0 +1,409 @@
+"""Reading entries: Markdown files with YAML front matter become validated Events.
+
+Every problem in every file is collected (with file, line and field) before anything
+is built; nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from digest.config import Config
+from digest.dates import EXAMPLE, DateValueError, parse_day, parse_when, resolve_zone
+from digest.errors import Problem
+from digest.links import link_problem
+from digest.markup import plain_summary, render_body
+from digest.models import STATUSES, Event, Speaker
+
+ENTRIES_DIR = "entries"
+MAX_ENTRY_BYTES = 1024 * 1024
+MAX_TITLE = 300
+FIELDS = ("title", "organizer", "start", "end", "timezone", "all_day", "location", "online",
+          "register", "register_by", "speakers", "tags", "status", "until", "uid", "summary")
+SPEAKER_FIELDS = ("name", "role")
+
+_BASE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
+    """Safe YAML without the timestamp resolver: dates stay text, read by digest.dates."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()
+}
+
+
+def discover(root: Path) -> list[Path]:
+    """Entry files under ROOT/entries, in a stable order (by relative path, bytewise)."""
+    folder = root / ENTRIES_DIR
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.rglob("*.md") if p.is_file() and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix().encode("utf-8"))
+
+
+def load_events(root: Path, config: Config) -> tuple[tuple[Event, ...], list[Problem]]:
+    """Read and validate every entry; return the good events and all problems."""
+    events: list[Event] = []
+    problems: list[Problem] = []
+    seen: dict[tuple, str] = {}
+    seen_uid: dict[str, str] = {}
+    for path in discover(root):
+        rel = path.relative_to(root).as_posix()
+        event, found = read_entry(path, rel, config)
+        problems.extend(found)
+        if event is None:
+            continue
+        key = (event.title.casefold(), event.organizer.casefold(), event.start, event.status)
+        if key in seen:
+            problems.append(Problem(rel, 1, "title", f"duplicates {seen[key]} (same title, organizer and start)",
+                                    "delete one of the two files, or make them differ"))
+            continue
+        if event.uid in seen_uid:
+            problems.append(Problem(rel, 1, "uid", f"uid {event.uid!r} is already used by {seen_uid[event.uid]}",
+                                    "every entry needs its own uid; remove the field to use the file name"))
+            continue
+        seen[key] = rel
+        seen_uid[event.uid] = rel
+        events.append(event)
+    return tuple(events), problems
+
+
+@dataclass
+class _Fields:
+    values: dict[str, Any]
+    lines: dict[str, int]
+
+
+def read_entry(path: Path, rel: str, config: Config) -> tuple[Event | None, list[Problem]]:
+    """Read one file into an Event (or None) and the problems found in it."""
+    problems: list[Problem] = []
+    try:
+        size = path.stat().st_size
+        if size > MAX_ENTRY_BYTES:
+            return None, [Problem(rel, None, None, f"file is {size:,} bytes; entries are limited to 1 MiB",
+                                  "shorten the description or link to a page")]
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, [Problem(rel, None, None, f"cannot be read: {exc.strerror}", "check the file's permissions")]
+    text, problem = _decode(raw, rel)
+    if problem:
+        return None, [problem]
+    parsed = _split_front_matter(text, rel, problems)
+    if parsed is None:
+        return None, problems
+    fields_, body = parsed
+    event = _validate(fields_, body, rel, config, hashlib.sha256(raw).hexdigest(), problems)
+    if any(not p.warning for p in problems):
+        return None, problems
+    return event, problems
+
+
+def _decode(raw: bytes, rel: str) -> tuple[str, Problem | None]:
+    if not raw.strip():
+        return "", Problem(rel, None, None, "file is empty", "start it with front matter: ---, title: …, ---")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return "", Problem(rel, line, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                           "save the file as UTF-8")
+    if "\0" in text:
+        return "", Problem(rel, text.index("\0") and text[: text.index("\0")].count("\n") + 1, None,
+                           "contains a NUL character", "save the file as plain UTF-8 text")
+    return text.replace("\r\n", "\n").replace("\r", "\n"), None
+
+
+def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_Fields, str] | None:
+    lines = text.split("\n")
+    if lines[0].strip() != "---":
+        problems.append(Problem(rel, 1, None, "no front matter",
+                                "the file must start with a line '---', then fields such as 'title: …', then '---'"))
+        return None
+    for index in range(1, len(lines)):
+        if lines[index].strip() in ("---", "..."):
+            break
+    else:
+        problems.append(Problem(rel, 1, None, "front matter is not closed", "add a line '---' after the last field"))
+        return None
+    source = "\n".join(lines[1:index])
+    body = "\n".join(lines[index + 1:]).strip("\n")
+    try:
+        loader = _Loader(source)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 2 if mark else 2
+        problems.append(Problem(rel, line, None, f"YAML syntax error: {exc.problem or exc.context}",
+                                "check the indentation and quote values that contain ': ' or start with a symbol"))
+        return None
+    except (yaml.YAMLError, RecursionError) as exc:
+        problems.append(Problem(rel, 2, None, f"YAML error: {type(exc).__name__}", "simplify the front matter"))
+        return None
+    if node is None:
+        problems.append(Problem(rel, 2, None, "front matter is empty", "add at least 'title:' and 'organizer:'"))
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        problems.append(Problem(rel, node.start_mark.line + 2, None, "front matter must be fields ('name: value')",
+                                "write one 'field: value' per line"))
+        return None
+    values: dict[str, Any] = {}
+    where: dict[str, int] = {}
+    constructor = _Loader("")
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 2
+        if not isinstance(key_node, yaml.ScalarNode):
+            problems.append(Problem(rel, line, None, "a field name must be plain text", "write 'name: value'"))
+            continue
+        key = str(key_node.value)
+        if key in values:
+            problems.append(Problem(rel, line, key, f"given twice (first on line {where[key]})", "keep one of them"))
+            continue
+        try:
+            values[key] = constructor.construct_object(value_node, deep=True)
+        except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+            problems.append(Problem(rel, line, key, f"cannot be read: {type(exc).__name__}", "simplify the value"))
+            continue
+        where[key] = value_node.start_mark.line + 2
+    constructor.dispose()
+    return _Fields(values, where), body
+
+
+def _clean_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _bad_chars(value: str) -> str | None:
+    for ch in value:
+        if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r":
+            return f"contains the control character U+{ord(ch):04X}"
+    return None
+
+
+def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
+              problems: list[Problem]) -> Event | None:
+    values, lines = f.values, f.lines
+
+    def bad(field: str, message: str, hint: str | None = None, warning: bool = False) -> None:
+        problems.append(Problem(rel, lines.get(field, 1), field, message, hint, warning))
+
+    for key in values:
+        if key not in FIELDS:
+            near = difflib.get_close_matches(key, FIELDS, 1, 0.6)
+            hint = f"did you mean '{near[0]}'?" if near else "known fields: " + ", ".join(FIELDS)
+            problems.append(Problem(rel, lines.get(key, 1), key, "unknown field", hint))
+
+    def text(field: str, *, required: bool = False, one_line: bool = True, limit: int = 2000) -> str:
+        value = values.get(field)
+        if value is None:
+            if required:
+                bad(field, "is missing", f"add '{field}: …' to the front matter")
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            bad(field, f"must be text, not {type(value).__name__}", "write it on one line, in quotes if needed")
+            return ""
+        value = str(value)
+        issue = _bad_chars(value)
+        if issue:
+            bad(field, issue, "remove it")
+            return ""
+        value = _clean_line(value) if one_line else value.strip()
+        if required and not value:
+            bad(field, "is empty", f"write the {field}")
+        if len(value) > limit:
+            bad(field, f"is {len(value):,} characters long", f"keep it under {limit:,}")
+            return ""
+        return value
+
+    def flag(field: str) -> bool | None:
+        value = values.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            bad(field, f"must be true or false, not {value!r}")
+            return None
+        return value
+
+    title = text("title", required=True, limit=MAX_TITLE)
+    organizer_raw = text("organizer", required=True, limit=MAX_TITLE)
+    organizer = config.canonical_organizer(organizer_raw) if organizer_raw else ""
+    location = text("location", limit=500)
+    summary = text("summary", one_line=True, limit=1000)
+    uid = text("uid", limit=500)
+    online = flag("online")
+    all_day_flag = flag("all_day")
+
+    status = values.get("status", "scheduled")
+    if status not in STATUSES:
+        near = difflib.get_close_matches(str(status), STATUSES, 1)
+        bad("status", f"unknown status {status!r}",
+            f"did you mean '{near[0]}'?" if near else "one of " + ", ".join(STATUSES))
+        status = "scheduled"
+
+    def when(field: str) -> date | datetime | None:
+        if values.get(field) is None:
+            return None
+        try:
+            return parse_when(values[field])
+        except DateValueError as exc:
+            bad(field, str(exc), EXAMPLE)
+            return None
+
+    start = when("start")
+    end_value = values.get("end")
+    end: date | datetime | None
+    if isinstance(end_value, str) and re.fullmatch(r"\d{1,2}:\d{2}", end_value.strip()) and isinstance(start, datetime):
+        try:
+            end = datetime.combine(start.date(), time.fromisoformat(end_value.strip().zfill(5)))
+        except ValueError:
+            bad("end", f"{end_value!r} is not a real time", "e.g. 10:30")
+            end = None
+    else:
+        end = when("end")
+
+    zone_name: str | None = config.timezone
+    zone: Any = config.zone
+    if values.get("timezone") is not None:
+        on = start.date() if isinstance(start, datetime) else start
+        try:
+            zone, zone_name, warning = resolve_zone(values["timezone"], on)
+            if warning:
+                bad("timezone", warning, f"write 'timezone: {zone_name}' to silence this", warning=True)
+        except DateValueError as exc:
+            bad("timezone", str(exc), "use an IANA name such as America/New_York or Europe/Berlin")
+            zone, zone_name = None, None
+
+    def localise(moment: date | datetime | None, field: str) -> date | datetime | None:
+        if not isinstance(moment, datetime):
+            return moment
+        if moment.tzinfo is None:
+            if zone is None:
+                return None
+            local = moment.replace(tzinfo=zone)
+            if local != local.astimezone(ZoneInfo("UTC")).astimezone(zone):
+                bad(field, f"{moment:%Y-%m-%d %H:%M} does not exist in {zone_name} (clocks change that night)",
+                    "pick a time outside the daylight-saving change", warning=True)
+            return local
+        return moment.astimezone(zone) if values.get("timezone") is not None and zone is not None else moment
+
+    nonlocal_fixed = isinstance(start, datetime) and start.tzinfo is not None and values.get("timezone") is None
+    start = localise(start, "start")
+    end = localise(end, "end")
+    if nonlocal_fixed:
+        zone_name = None
+
+    all_day = isinstance(start, date) and not isinstance(start, datetime)
+    if all_day_flag is True and isinstance(start, datetime):
+        bad("all_day", "is true but start has a time of day", "remove the time from start, or remove all_day")
+    if all_day_flag is False and start is not None and all_day:
+        bad("all_day", "is false but start has no time of day", "add a time to start, e.g. 2020-10-07 09:00")
+    if start is not None and end is not None:
+        if isinstance(start, datetime) != isinstance(end, datetime):
+            bad("end", "must be a date when start is a date, and a date and time when start has a time",
+                "write both the same way")
+        elif end < start:  # type: ignore[operator]
+            bad("end", f"is before start ({end} < {start})", "check the dates; end is the last day or the end time")
+
+    if status in ("scheduled", "cancelled") and start is None and "start" not in lines:
+        bad("status", f"a {status} event needs a start", "add 'start: 2020-10-07 09:00', or 'status: tba' "
+            "when the date is not announced yet")
+    if status == "tba" and start is not None:
+        bad("start", "is ignored while status is tba", "remove start, or set status: scheduled", warning=True)
+
+    register = text("register", limit=2000)
+    if register:
+        issue = link_problem(register)
+        if issue:
+            bad("register", issue, "use the organizer's https:// registration page")
+            register = ""
+
+    register_by: date | None = None
+    if values.get("register_by") is not None:
+        try:
+            register_by = parse_day(values["register_by"])
+        except DateValueError as exc:
+            bad("register_by", str(exc), "expected e.g. 2020-10-05")
+        first = start.date() if isinstance(start, datetime) else start
+        if register_by and first and register_by > first:
+            bad("register_by", f"deadline {register_by} is after the event starts ({first})",
+                "check the deadline", warning=True)
+    until: date | None = None
+    if values.get("until") is not None:
+        try:
+            until = parse_day(values["until"])
+        except DateValueError as exc:
+            bad("until", str(exc), "expected e.g. 2020-12-31")
+        if until and status not in ("ongoing", "tba", "postponed"):
+            bad("until", f"only applies to ongoing or tba items, not {status}", "remove it", warning=True)
+
+    speakers = _speakers(values.get("speakers"), lines.get("speakers", 1), rel, problems)
+    tags = _tags(values.get("tags"), bad)
+
+    if any(not p.warning for p in problems):
+        return None
+    body_html, blocks = render_body(body)
+    slug = re.sub(r"[^a-z0-9]+", "-", rel.removeprefix(ENTRIES_DIR + "/").removesuffix(".md").lower()).strip("-")
+    return Event(
+        path=rel, slug=slug or "entry", uid=uid or f"{slug}@{config.list_id}", title=title,
+        organizer=organizer, status=status, start=start, end=end, all_day=all_day, zone_name=zone_name,
+        location=location, online=online, register=register, register_by=register_by, speakers=speakers,
+        tags=tags, until=until, summary=summary or plain_summary(blocks), body_html=body_html, blocks=blocks,
+        content_hash=digest_hash,
+    )
+
+
+def _speakers(value: Any, line: int, rel: str, problems: list[Problem]) -> tuple[Speaker, ...]:
+    if value is None:
+        return ()
+    hint = "write a list: '- name: Dr. Jane Doe' with an optional 'role: …' under it"
+    if not isinstance(value, list):
+        problems.append(Problem(rel, line, "speakers", "must be a list", hint))
+        return ()
+    speakers: list[Speaker] = []
+    for number, item in enumerate(value, 1):
+        if isinstance(item, str) and item.strip() and not _bad_chars(item):
+            speakers.append(Speaker(_clean_line(item)))
+            continue
+        if not isinstance(item, dict):
+            problems.append(Problem(rel, line, "speakers", f"item {number} must be a name or name/role", hint))
+            continue
+        for key in item:
+            if key not in SPEAKER_FIELDS:
+                near = difflib.get_close_matches(str(key), SPEAKER_FIELDS, 1)
+                problems.append(Problem(rel, line, f"speakers[{number}].{key}", "unknown field",
+                                        f"did you mean '{near[0]}'?" if near else "use name and role"))
+        name, role = item.get("name"), item.get("role", "")
+        if not isinstance(name, str) or not name.strip() or _bad_chars(name):
+            problems.append(Problem(rel, line, f"speakers[{number}].name", "is missing or not plain text", hint))
+            continue
+        if not isinstance(role, str) or _bad_chars(role):
+            problems.append(Problem(rel, line, f"speakers[{number}].role", "must be plain text", hint))
+            continue
+        speakers.append(Speaker(_clean_line(name)[:MAX_TITLE], _clean_line(role)[:MAX_TITLE]))
+    return tuple(speakers)
+
+
+def _tags(value: Any, bad: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in value):
+        bad("tags", "must be a list of words", "e.g. tags: [webinar, hate-speech]")
+        return ()
+    return tuple(dict.fromkeys(_clean_line(str(t)) for t in value if str(t).strip()))

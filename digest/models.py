@@ -1,0 +1,118 @@
+"""The values that flow between the stages: frozen, built once, never mutated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+STATUSES = ("scheduled", "draft", "tba", "ongoing", "cancelled", "postponed")
+DATED = ("scheduled", "cancelled", "postponed")
+
+
+@dataclass(frozen=True)
+class Speaker:
+    name: str
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class Inline:
+    """A run of text in a Markdown body; href when it is a link."""
+
+    text: str
+    href: str | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """A paragraph ("p"), list item ("li"), quote ("quote") or code block ("code")."""
+
+    kind: str
+    parts: tuple[Inline, ...]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One validated entry."""
+
+    path: str
+    slug: str
+    uid: str
+    title: str
+    organizer: str
+    status: str
+    start: datetime | date | None
+    end: datetime | date | None
+    all_day: bool
+    zone_name: str | None
+    location: str = ""
+    online: bool | None = None
+    register: str = ""
+    register_by: date | None = None
+    speakers: tuple[Speaker, ...] = ()
+    tags: tuple[str, ...] = ()
+    until: date | None = None
+    summary: str = ""
+    body_html: str = ""
+    blocks: tuple[Block, ...] = ()
+    content_hash: str = ""
+
+    @property
+    def dated(self) -> bool:
+        return self.status in DATED and self.start is not None
+
+    def first_day(self, zone: ZoneInfo) -> date | None:
+        if self.start is None:
+            return None
+        if isinstance(self.start, datetime):
+            return self.start.astimezone(zone).date()
+        return self.start
+
+    def last_day(self, zone: ZoneInfo) -> date | None:
+        end = self.end if self.end is not None else self.start
+        if end is None:
+            return None
+        if isinstance(end, datetime):
+            # An event ending at midnight does not touch the next day.
+            local = end.astimezone(zone)
+            if local.time() == datetime.min.time() and end != self.start:
+                return local.date() - timedelta(days=1)
+            return local.date()
+        return end
+
+    def sort_key(self, zone: ZoneInfo) -> tuple:
+        first = self.first_day(zone) or date.max
+        moment = self.start.astimezone(zone).time() if isinstance(self.start, datetime) else None
+        return (first, moment is not None, moment or datetime.min.time(), self.title.casefold(), self.path)
+
+
+@dataclass(frozen=True)
+class OrganizerGroup:
+    name: str
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One week's digest, before rendering."""
+
+    week: str  # "2020-W41"
+    first: date
+    last: date
+    groups: tuple[OrganizerGroup, ...]
+    deadlines: tuple[Event, ...]
+    ongoing: tuple[Event, ...]
+    tba: tuple[Event, ...]
+    ahead: tuple[Event, ...]
+    previous: str | None = None
+    next: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return tuple(e for g in self.groups for e in g.events)
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups and not self.deadlines
