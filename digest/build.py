@@ -1,0 +1,246 @@
+"""`build` owns the order of the stages: read, validate, group, render, compile,
+inline, finish, write. `check` and the preview run the same path without writing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Iterable
+
+from digest import __version__
+from digest.config import Config, load_config
+from digest.editions import make_edition, resolve_week, weeks_with_content
+from digest.entries import load_events
+from digest.errors import BuildError, InputError, Problem, raise_if_errors
+from digest.finish import links_for, substitute
+from digest.ical import calendar_bytes
+from digest.message import build_message
+from digest.models import Edition, Event
+from digest.present import VIEW_ONLINE, edition_context, subject
+from digest.render import Renderer, compile_mjml, inline_css
+from digest.writer import locked, write_tree
+
+STYLE_LIMIT = 16_384
+
+
+@dataclass(frozen=True)
+class BuiltEdition:
+    """One edition, rendered: every file it writes, and what the build noticed."""
+
+    week: str
+    edition: Edition
+    subject: str
+    preheader: str
+    files: dict[str, bytes]
+    manifest: dict
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def html(self) -> str:
+        return self.files["digest.html"].decode("utf-8")
+
+    @property
+    def text(self) -> str:
+        return self.files["digest.txt"].decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a build will make: the config, the events, the weeks and the warnings."""
+
+    config: Config
+    events: tuple[Event, ...]
+    weeks: tuple[str, ...]
+    all_weeks: tuple[str, ...]
+    warnings: tuple[Problem, ...]
+    today: date
+
+
+def today_default() -> date:
+    """The real date, or SOURCE_DATE_EPOCH's (reproducible builds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), timezone.utc).date()
+        except (ValueError, OverflowError, OSError):
+            raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp",
+                             [Problem("environment", None, "SOURCE_DATE_EPOCH", "must be whole seconds since 1970",
+                                      "e.g. SOURCE_DATE_EPOCH=1601510400")]) from None
+    return date.today()
+
+
+def plan(root: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False, today: date | None = None,
+         strict: bool = False) -> Plan:
+    """Read and validate everything; decide which editions to make. Raises InputError on bad input."""
+    config = load_config(root)
+    events, problems = load_events(root, config)
+    raise_if_errors(problems, "the entries")
+    warnings = tuple(sorted(p for p in problems if p.warning))
+    if strict and warnings:
+        raise InputError(f"{len(warnings)} warning(s) and --strict is on; nothing was written.",
+                         [Problem(w.path, w.line, w.field, w.message, w.hint) for w in warnings])
+    live = tuple(e for e in events if e.status != "draft")
+    today = today or today_default()
+    content = weeks_with_content(live, config)
+    chosen: list[str] = []
+    if all_weeks:
+        chosen = list(content)
+    for value in weeks:
+        try:
+            label = resolve_week(value, today, config)
+        except ValueError as exc:
+            message, hint = (exc.args + ("",))[:2]
+            raise InputError("bad --week", [Problem("--week", None, None, str(message), str(hint) or None)]) from None
+        if label not in chosen:
+            chosen.append(label)
+    return Plan(config, live, tuple(chosen), tuple(content), warnings, today)
+
+
+class _StyleCounter(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.inside = False
+        self.chars = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.inside = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self.inside:
+            self.chars += len(data)
+
+
+def style_chars(html: str) -> int:
+    """Characters inside <style> blocks (Gmail drops them all past 16,384)."""
+    counter = _StyleCounter()
+    counter.feed(html)
+    counter.close()
+    return counter.chars
+
+
+def _stamp(today: date) -> datetime:
+    return datetime.combine(today, time(0), timezone.utc)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | None = None) -> BuiltEdition:
+    """Render one week into all its files, in memory."""
+    config = p.config
+    edition = make_edition(week, p.events, config, list(p.all_weeks))
+    links = links_for(config, week, profile or config.profile)
+    warnings: list[str] = []
+
+    def attempt(shortened: int, keep: int | None) -> tuple[str, str, str, dict]:
+        shown = edition
+        omitted: tuple[str, ...] = ()
+        if keep is not None:
+            kept = edition.events[:keep]
+            omitted = tuple(e.title for e in edition.events[keep:])
+            groups = []
+            for g in edition.groups:
+                events = tuple(e for e in g.events if e in kept)
+                if events:
+                    groups.append(type(g)(g.name, events))
+            shown = type(edition)(**{**edition.__dict__, "groups": tuple(groups)})
+        context = edition_context(shown, config, shortened=shortened, omitted=omitted)
+        context["edition"]["count"] = len(edition.events)
+        context["view_online_url"] = VIEW_ONLINE if links.view_online else ""
+        mjml_source = renderer.mjml(context)
+        html = inline_css(compile_mjml(mjml_source), renderer.css(context))
+        text = renderer.text(context)
+        return mjml_source, html, text, context
+
+    mjml_source, html, text, context = attempt(0, None)
+    budget = config.max_html_bytes
+    if len(html.encode()) > budget:
+        warnings.append(f"{week}: HTML was {len(html.encode()):,} bytes (budget {budget:,}); events shown in short")
+        mjml_source, html, text, context = attempt(1, None)
+        keep = len(edition.events)
+        while len(html.encode()) > budget and keep > 0:
+            keep -= max(1, keep // 10)
+            mjml_source, html, text, context = attempt(1, keep)
+        if keep < len(edition.events):
+            warnings.append(f"{week}: {len(edition.events) - keep} event(s) left out of the email to stay under "
+                            f"{budget:,} bytes (listed on the web version)")
+    html, text = substitute(html, text, links)
+    styles = style_chars(html)
+    if styles > STYLE_LIMIT:
+        raise BuildError(f"{week}: the <style> blocks hold {styles:,} characters; Gmail drops them all past "
+                         f"{STYLE_LIMIT:,}. Shorten the mj-style in templates/email/layout.mjml.")
+    subject_line = subject(edition, config)
+    eml = build_message(edition, config, subject=subject_line, text=text, html=html,
+                        unsubscribe_url=links.header_unsubscribe)
+    stamp = _stamp(p.today)
+    files: dict[str, bytes] = {
+        "digest.html": html.encode("utf-8"),
+        "digest.txt": text.encode("utf-8"),
+        "digest.mjml": mjml_source.encode("utf-8"),
+        "digest.eml": eml,
+    }
+    dated = [e for e in edition.events if e.status == "scheduled"]
+    files["events.ics"] = calendar_bytes(dated, config, stamp, f"{config.name}: {edition.week}")
+    for event in dated:
+        files[f"{event.slug}.ics"] = calendar_bytes([event], config, stamp, event.title)
+    manifest = {
+        "week": week,
+        "first_day": edition.first.isoformat(),
+        "last_day": edition.last.isoformat(),
+        "subject": subject_line,
+        "preheader": context["preheader"],
+        "profile": links.profile,
+        "unsubscribe": {"url": links.unsubscribe, "token_marker": links.token_marker},
+        "view_online": links.view_online,
+        "counts": {"events": len(edition.events), "organizers": len(edition.groups),
+                   "deadlines": len(edition.deadlines), "ongoing": len(edition.ongoing), "tba": len(edition.tba),
+                   "ahead": len(edition.ahead)},
+        "events": [{"uid": e.uid, "title": e.title, "organizer": e.organizer, "status": e.status,
+                    "path": e.path} for e in edition.events],
+        "bytes": {name: len(data) for name, data in sorted(files.items())},
+        "style_chars": styles,
+        "shortened": bool(context["shortened"]),
+        "warnings": warnings + [str(w) for w in p.warnings],
+        "sources": {e.path: e.content_hash for e in sorted(
+            {*edition.events, *edition.deadlines, *edition.ongoing, *edition.tba, *edition.ahead},
+            key=lambda e: e.path)},
+        "digest_version": __version__,
+    }
+    manifest["hashes"] = {name: _sha(data) for name, data in sorted(files.items())}
+    files["manifest.json"] = (json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    return BuiltEdition(week, edition, subject_line, context["preheader"], files, manifest, tuple(warnings))
+
+
+def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None) -> list[BuiltEdition]:
+    renderer = Renderer(root or p.config.root)
+    built = []
+    for week in p.weeks:
+        edition = make_edition(week, p.events, p.config, list(p.all_weeks))
+        if edition.empty and p.config.empty_weeks == "skip":
+            continue
+        built.append(render_edition(p, week, renderer, profile=profile))
+    return built
+
+
+def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False,
+          today: date | None = None, profile: str | None = None, strict: bool = False) -> tuple[Plan, list[BuiltEdition]]:
+    """Build editions into OUT/<week>/. Everything is rendered before anything is written."""
+    p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict)
+    built = render_all(p, profile=profile, root=root)
+    with locked(out):
+        for item in built:
+            write_tree(out, item.week, item.files)
+    return p, built
+
+
+_WEEK_DIR = re.compile(r"\d{4}-W\d{2}")

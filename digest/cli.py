@@ -1,0 +1,156 @@
+"""The command line: parses flags and calls digest.build; nothing else."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+from digest import __version__
+from digest.errors import EXIT_BAD_INPUT, DigestError
+
+ROOT_OPTION = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                           show_default=True, help="The newsletter folder (holds digest.toml and entries/).")
+TODAY_OPTION = click.option("--today", type=click.DateTime(["%Y-%m-%d"]), default=None,
+                            help="Pretend today is this date (for --week this|next). "
+                                 "Default: the real date, or SOURCE_DATE_EPOCH.")
+
+
+def _today(value) -> date | None:
+    return value.date() if value else None
+
+
+def _warn(problems) -> None:
+    for problem in problems:
+        click.echo(str(problem), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="digest")
+def cli() -> None:
+    """Turn a folder of event entries into a weekly email newsletter.
+
+    \b
+    Example:
+        digest check
+        digest build --week 2020-W41 --today 2020-10-01
+    """
+
+
+@cli.command()
+@ROOT_OPTION
+@click.option("--week", "weeks", multiple=True, metavar="WEEK",
+              help="2020-W41, 'this' or 'next' (repeatable). Default: this week.")
+@click.option("--all", "all_weeks", is_flag=True, help="Every week that has events.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder. Default: ROOT/dist.")
+@TODAY_OPTION
+@click.option("--profile", type=click.Choice(["smtp", "mailchimp", "sendgrid", "mailgun", "postmark", "ses",
+                                              "listmonk", "buttondown"]), default=None,
+              help="Mailing-service merge tags for unsubscribe/view-online links (default: config 'profile').")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def build(root: Path, weeks: tuple[str, ...], all_weeks: bool, out: Path | None, today, profile: str | None,
+          strict: bool) -> None:
+    """Build the digest of one or more weeks into OUT/<week>/.
+
+    Writes digest.html, digest.txt, digest.eml, digest.mjml, events.ics, one .ics per
+    event and manifest.json, atomically: a failed build leaves the previous edition.
+
+    \b
+    Example:
+        digest build --week 2020-W41 --today 2020-10-01
+        digest build --all --out public/
+    """
+    from digest.build import build as run_build
+
+    if not weeks and not all_weeks:
+        weeks = ("this",)
+    target = out if out is not None else root / "dist"
+    p, built = run_build(root, target, weeks=weeks, all_weeks=all_weeks, today=_today(today), profile=profile,
+                         strict=strict)
+    _warn(p.warnings)
+    for item in built:
+        for warning in item.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        size = len(item.files["digest.html"])
+        click.echo(f"{item.week}: {item.manifest['counts']['events']} event(s), HTML {size:,} bytes "
+                   f"-> {target / item.week}")
+    skipped = [w for w in p.weeks if w not in {b.week for b in built}]
+    for week in skipped:
+        click.echo(f"{week}: no dated events or deadlines; skipped (empty_weeks = \"skip\" in digest.toml)")
+    if not p.weeks:
+        click.echo("No weeks with events: nothing to build.")
+
+
+@cli.command()
+@ROOT_OPTION
+@TODAY_OPTION
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def check(root: Path, today, strict: bool) -> None:
+    """Check every entry and the config, and render every edition; write nothing.
+
+    Lists every problem of every file as path:line: field 'x': what is wrong (hint),
+    then exits 2. Exit 0 when all is well (warnings are shown).
+
+    \b
+    Example:
+        digest check --root my-newsletter/
+    """
+    from digest.build import plan, render_all
+
+    p = plan(root, all_weeks=True, today=_today(today), strict=strict)
+    built = render_all(p)
+    _warn(p.warnings)
+    for item in built:
+        for warning in item.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    click.echo(f"OK: {len(p.events)} entr{'y' if len(p.events) == 1 else 'ies'}, {len(built)} edition(s), "
+               f"{len(p.warnings)} warning(s).")
+
+
+@cli.command(name="list")
+@ROOT_OPTION
+@TODAY_OPTION
+def list_editions(root: Path, today) -> None:
+    """List the editions (weeks with events) and what each holds.
+
+    \b
+    Example:
+        digest list
+    """
+    from digest.build import plan
+    from digest.dates import range_label
+    from digest.editions import make_edition
+
+    p = plan(root, all_weeks=True, today=_today(today))
+    _warn(p.warnings)
+    if not p.weeks:
+        click.echo("No weeks with events.")
+    for week in p.weeks:
+        e = make_edition(week, p.events, p.config, list(p.all_weeks))
+        click.echo(f"{week}  {range_label(e.first, e.last):<32} {len(e.events):>3} event(s) "
+                   f"{len(e.deadlines):>2} deadline(s) {len(e.ongoing):>2} ongoing {len(e.tba):>2} tba")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="digest")
+    except DigestError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+# Commands defined in other modules are registered below.

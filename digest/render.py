@@ -1,0 +1,208 @@
+"""Templates to MJML and text, MJML to HTML (mjml-python), CSS inlining (premailer)."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable
+
+import jinja2
+
+from digest.errors import BuildError, InputError, Problem
+from digest.models import Block, Speaker
+
+TEXT_WIDTH = 78
+#: Padding after the preheader so inboxes do not pull body text into the preview line.
+PREVIEW_PADDING = "\u034f\u00a0" * 90
+
+
+def template_dirs(root: Path) -> list[Path]:
+    """The newsletter's own templates first, then the ones shipped with digest."""
+    shipped = Path(__file__).resolve().parent / "_templates" / "email"
+    source = Path(__file__).resolve().parent.parent / "templates" / "email"
+    dirs = [root / "templates" / "email"]
+    dirs += [d for d in (source, shipped) if d.is_dir() and d.resolve() != dirs[0].resolve()]
+    return dirs
+
+
+def _autoescape(name: str | None) -> bool:
+    return name is None or not name.endswith((".txt", ".css"))
+
+
+def make_environment(root: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(root)]),
+        autoescape=_autoescape,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        lstrip_blocks=False,
+        auto_reload=False,
+    )
+    env.filters["wrap"] = wrap
+    env.globals["speaker_list"] = speaker_list
+    env.globals["blocks"] = text_blocks
+    return env
+
+
+def wrap(text: str, indent: int = 0) -> str:
+    """Wrap TEXT at 78 columns; continuation lines indented by INDENT spaces. URLs are never broken."""
+    return textwrap.fill(" ".join(str(text).split()), TEXT_WIDTH, subsequent_indent=" " * indent,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def speaker_list(speakers: tuple[Speaker, ...]) -> str:
+    return "; ".join(f"{s.name} ({s.role})" if s.role else s.name for s in speakers)
+
+
+class TextRefs:
+    """Numbered link references for the text part: the same URL gets the same number."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def __call__(self, url: str) -> str:
+        if url not in self.urls:
+            self.urls.append(url)
+        return f"[{self.urls.index(url) + 1}]"
+
+
+def text_blocks(blocks: tuple[Block, ...]) -> str:
+    """A Markdown body as wrapped plain text; links become numbered references."""
+    ref = jinja2.pass_context  # noqa: F841 (kept simple: refs come from the context below)
+    raise RuntimeError("replaced per render")  # pragma: no cover
+
+
+def _render_blocks(blocks: tuple[Block, ...], refs: TextRefs) -> str:
+    out: list[str] = []
+    for block in blocks:
+        if block.kind == "code":
+            out.append(block.parts[0].text)
+            continue
+        text = "".join(p.text + (f" {refs(p.href)}" if p.href and p.href != p.text else
+                                 (f" {refs(p.href)}" if p.href else "")) for p in block.parts)
+        if block.kind == "li":
+            out.append(textwrap.fill(" ".join(text.split()), TEXT_WIDTH, initial_indent="  * ",
+                                     subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
+        elif block.kind == "quote":
+            out.append(textwrap.fill(" ".join(text.split()), TEXT_WIDTH, initial_indent="> ",
+                                     subsequent_indent="> ", break_long_words=False, break_on_hyphens=False))
+        else:
+            out.append(wrap(text))
+    joined: list[str] = []
+    for index, chunk in enumerate(out):
+        if index and not (blocks[index].kind == "li" and blocks[index - 1].kind == "li"):
+            joined.append("")
+        joined.append(chunk)
+    return "\n".join(joined) + ("\n" if joined else "")
+
+
+def _template_problem(exc: BaseException, tb: TracebackType | None, dirs: list[Path]) -> Problem:
+    """Name the template file and line where rendering failed."""
+    path, line = None, None
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        path, line = exc.filename, exc.lineno
+    else:
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if any(filename.startswith(str(d)) for d in dirs):
+                path, line = filename, tb.tb_lineno
+            tb = tb.tb_next
+    shown = path or "templates/email"
+    for d in dirs:
+        if path and path.startswith(str(d)):
+            shown = "templates/email/" + Path(path).relative_to(d).as_posix()
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return Problem(shown, line, None, f"template {exc.name!r} not found", "check the name in extends/include/import")
+    if isinstance(exc, jinja2.UndefinedError):
+        return Problem(shown, line, None, f"template error: {exc.message}",
+                       "check the variable's spelling; see README.md, Templates, for the names a template gets")
+    return Problem(shown, line, None, f"template error: {type(exc).__name__}: {exc}", "fix the template")
+
+
+class Renderer:
+    """Holds the compiled templates of one newsletter; renders any number of editions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dirs = template_dirs(root)
+        self.env = make_environment(root)
+        self._templates: dict[str, jinja2.Template] = {}
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            template = self._templates.get(name) or self._templates.setdefault(name, self.env.get_template(name))
+            return template.render(context)
+        except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
+            problem = _template_problem(exc, exc.__traceback__, self.dirs)
+            raise InputError("the email templates could not be rendered; nothing was written.", [problem]) from None
+
+    def mjml(self, context: dict[str, Any]) -> str:
+        return self._render("digest.mjml", {**context, "preview_padding": PREVIEW_PADDING})
+
+    def css(self, context: dict[str, Any]) -> str:
+        return self._render("content.css", {"accent": context["newsletter"]["accent"]})
+
+    def text(self, context: dict[str, Any]) -> str:
+        refs = TextRefs()
+        env_globals: dict[str, Callable[..., str] | list[str]] = {
+            "ref": refs, "references": refs.urls, "blocks": lambda b: _render_blocks(b, refs)}
+        text = self._render("digest.txt", {**context, **env_globals})
+        lines = [line.rstrip() for line in text.split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        collapsed: list[str] = []
+        for line in lines:
+            if line or (collapsed and collapsed[-1]):
+                collapsed.append(line)
+        return "\n".join(collapsed) + "\n"
+
+
+def compile_mjml(source: str, template: str = "templates/email/digest.mjml") -> str:
+    """MJML -> HTML with mjml-python: no comments, no web fonts."""
+    from mjml import mjml2html
+
+    try:
+        return mjml2html(source, disable_comments=True, fonts={})
+    except (ValueError, RuntimeError) as exc:
+        raise InputError("MJML could not be compiled; nothing was written.",
+                         [Problem(template, None, None, f"mjml-python rejected the MJML: {exc}",
+                                  "look at digest.mjml with `digest build --debug-mjml`; check tag nesting")]) from None
+
+
+_PREMAILER_LOG = logging.getLogger("digest.premailer")
+_PREMAILER_LOG.addHandler(logging.NullHandler())
+_PREMAILER_LOG.propagate = False
+
+
+def inline_css(html: str, css: str) -> str:
+    """Inline our content CSS only; keep MJML's <style> blocks, classes, doctype and MSO blocks."""
+    from premailer import Premailer
+
+    # MJML's head CSS (resets, column widths, media queries, dark mode) must stay a
+    # <style>: premailer skips and keeps blocks marked data-premailer="ignore".
+    marked = html.replace("<style type=\"text/css\">", "<style type=\"text/css\" data-premailer=\"ignore\">")
+    marked = marked.replace("<style media=", "<style data-premailer=\"ignore\" media=")
+    try:
+        result = Premailer(
+            marked,
+            css_text=[css],
+            keep_style_tags=True,
+            remove_classes=False,
+            strip_important=False,
+            disable_validation=True,
+            allow_network=False,
+            allow_loading_external_files=False,
+            disable_leftover_css=True,
+            cssutils_logging_handler=logging.NullHandler(),
+            cssutils_logging_level=logging.CRITICAL,
+            exclude_pseudoclasses=True,
+            align_floating_images=False,
+        ).transform(pretty_print=False)
+    except Exception as exc:  # premailer/cssutils raise many unrelated types
+        raise BuildError(f"CSS inlining failed: {type(exc).__name__}: {exc}") from None
+    if not result.lstrip().lower().startswith("<!doctype"):
+        result = "<!doctype html>" + result
+    return result

@@ -1,0 +1,142 @@
+"""The only module that writes to disk: whole editions, atomically, under a lock."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from digest.errors import BuildError
+
+LOCK_NAME = ".digest.lock"
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def recover(out: Path) -> None:
+    """Finish a swap an earlier, killed run left half done; remove its scratch folders."""
+    if not out.is_dir():
+        return
+    for old in sorted(out.glob(".old-*")):
+        name = old.name[len(".old-"):].rsplit(".", 1)[0]
+        target = out / name
+        if not target.exists():
+            old.rename(target)  # the new edition never arrived: put the previous one back
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in out.glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_tree(out: Path, name: str, files: Mapping[str, bytes]) -> Path:
+    """Write FILES as OUT/NAME/…: all of them or, on any failure, none (the old folder stays)."""
+    target = out / name
+    tmp = out / f".tmp-{name}.{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for rel, data in sorted(files.items()):
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        _fsync_dir(tmp)
+        if target.exists():
+            if _exchange(tmp, target):
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                old = out / f".old-{name}.{os.getpid()}"
+                target.rename(old)
+                tmp.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+        _fsync_dir(out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder is writable"
+        raise BuildError(f"could not write {target}: {exc.strerror or exc} ({hint}); "
+                         "the previous edition, if any, is unchanged.") from None
+    return target
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Replace one file atomically (write a temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"could not write {path}: {exc.strerror or exc}; the previous file is unchanged.") from None
+
+
+@contextmanager
+def locked(out: Path, wait: float = 30.0) -> Iterator[None]:
+    """Hold OUT's build lock; another build waits up to WAIT seconds, then gives up clearly."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_NAME, "a+b")
+    except OSError as exc:
+        raise BuildError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BuildError(f"another digest build is writing to {out} (lock {out / LOCK_NAME} held "
+                                     f"for {wait:.0f} s); try again when it has finished") from None
+                time.sleep(0.05)
+        recover(out)
+        yield
+    finally:
+        handle.close()
