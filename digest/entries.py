@@ -147,9 +147,12 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # A quote or bracket left open is reported at the end of the text; the line
+        # where it was opened (the context) is the one to fix.
+        mark = exc.context_mark or exc.problem_mark
         line = mark.line + 2 if mark else 2
-        problems.append(Problem(rel, line, None, f"YAML syntax error: {exc.problem or exc.context}",
+        what = ", ".join(part for part in (exc.context, exc.problem) if part)
+        problems.append(Problem(rel, line, None, f"YAML syntax error: {what}",
                                 "check the indentation and quote values that contain ': ' or start with a symbol"))
         return None
     except (yaml.YAMLError, RecursionError) as exc:
@@ -317,7 +320,9 @@ def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
             bad("end", "must be a date when start is a date, and a date and time when start has a time",
                 "write both the same way")
         elif end < start:  # type: ignore[operator]
-            bad("end", f"is before start ({end} < {start})", "check the dates; end is the last day or the end time")
+            shape = "%Y-%m-%d %H:%M" if isinstance(start, datetime) else "%Y-%m-%d"
+            bad("end", f"is before start ({end:{shape}} < {start:{shape}})",
+                "check the dates; end is the last day or the end time")
 
     if status in ("scheduled", "cancelled") and start is None and "start" not in lines:
         bad("status", f"a {status} event needs a start", "add 'start: 2020-10-07 09:00', or 'status: tba' "

@@ -51,7 +51,9 @@ class DigestError(click.ClickException):
         return "\n".join(lines)
 
     def show(self, file=None) -> None:  # type: ignore[override]
-        click.echo(f"Error: {self.format_message()}", err=True)
+        for problem in self.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"Error: {self.message}", err=True)
 
 
 class InputError(DigestError):

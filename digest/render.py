@@ -203,6 +203,8 @@ def inline_css(html: str, css: str) -> str:
         ).transform(pretty_print=False)
     except Exception as exc:  # premailer/cssutils raise many unrelated types
         raise BuildError(f"CSS inlining failed: {type(exc).__name__}: {exc}") from None
+    # Blocks premailer did not reach (inside <!--[if mso]> or with a media attribute) keep the marker.
+    result = result.replace(' data-premailer="ignore"', "")
     if not result.lstrip().lower().startswith("<!doctype"):
         result = "<!doctype html>" + result
     return result
