@@ -175,6 +175,7 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
             warnings.append(f"{week}: {len(edition.events) - keep} event(s) left out of the email to stay under "
                             f"{budget:,} bytes (listed on the web version)")
     html, text = substitute(html, text, links)
+    html = html.rstrip("\n") + "\n"  # the MIME part ends with a newline: the file matches it
     styles = style_chars(html)
     if styles > STYLE_LIMIT:
         raise BuildError(f"{week}: the <style> blocks hold {styles:,} characters; Gmail drops them all past "

@@ -1,0 +1,278 @@
+"""End to end: the example newsletter builds into digests a mail client can read."""
+
+from __future__ import annotations
+
+import email
+import json
+import shutil
+import subprocess
+import sys
+from datetime import date
+from email import policy
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from icalendar import Calendar
+
+from digest.build import build, plan, render_edition, style_chars
+from digest.finish import MERGE_TAGS, hrefs
+from digest.render import Renderer
+from tests.conftest import copy_example
+from tests.synthetic import write_week
+
+TODAY = date(2020, 10, 1)
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digest", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    root = copy_example(tmp_path_factory.mktemp("ex") / "newsletter")
+    out = root / "dist"
+    result = run_cli("build", "--root", str(root), "--week", "2020-W41", "--today", "2020-10-01",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out / "2020-W41"
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(html: str) -> Tags:
+    parser = Tags()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+def test_build_writes_every_output(built):
+    names = {p.name for p in built.iterdir()}
+    assert {"digest.html", "digest.txt", "digest.eml", "digest.mjml", "events.ics", "manifest.json",
+            "2020-r2p-15th-anniversary.ics"} <= names
+    assert "index.html" not in names or (built / "index.html").read_text() != (built / "digest.html").read_text()
+
+
+def test_html_is_accessible_and_safe(built):
+    html = (built / "digest.html").read_text(encoding="utf-8")
+    page = parse(html)
+    tags = page.tags
+    assert html.lower().startswith("<!doctype html>")
+    assert ("html", ) and tags[0][0] == "html" and tags[0][1]["lang"] == "en"
+    assert any(t == "div" and a.get("lang") == "en" for t, a in tags), "lang on a wrapper inside <body>"
+    tables = [a for t, a in tags if t == "table"]
+    assert tables and all(a.get("role") == "presentation" for a in tables)
+    assert all("alt" in a for t, a in tags if t == "img")
+    assert not any(t == "script" for t, _ in tags)
+    assert not any(k.startswith("on") for _, a in tags for k in a)
+    levels = [int(t[1]) for t, _ in tags if t in ("h1", "h2", "h3", "h4", "h5", "h6")]
+    assert levels[0] == 1 and levels.count(1) == 1
+    assert all(b - a <= 1 for a, b in zip(levels, levels[1:])), levels
+    for href in hrefs(html):
+        assert href.split(":", 1)[0] in ("http", "https", "mailto"), href
+    metas = {a.get("name"): a.get("content") for t, a in tags if t == "meta"}
+    assert metas["color-scheme"] == "light dark" and metas["supported-color-schemes"] == "light dark"
+    assert "prefers-color-scheme: dark" in html
+    assert style_chars(html) < 16_384
+
+
+def test_html_shows_the_week(built):
+    html = (built / "digest.html").read_text(encoding="utf-8")
+    text = " ".join(" ".join(parse(html).text).split())
+    assert "Fifteenth anniversary of the responsibility to protect" in text
+    assert "Wednesday 7 October 2020, 09:00\u201310:30 New York time (UTC\u22124)" in text
+    assert "Register by Monday 5 October 2020" in text
+    assert "Registration deadlines this week" in text
+    assert "Dates to be announced" in text and "Ongoing" in text
+    assert "No registration link was published for this event." in text
+    assert "Unsubscribe" in text and "1 Example Street" in text
+    assert "Register for" not in text  # no invented links
+    links = hrefs(html)
+    assert "https://events.example.org/unsubscribe?token=DIGEST-UNSUBSCRIBE-TOKEN" in links
+    assert "https://events.example.org/2020-W41/" in links
+    assert any(h.startswith("https://calendar.google.com/calendar/render?action=TEMPLATE") and
+               "dates=20201007T130000Z/20201007T143000Z" in h for h in links)
+    assert any(h.startswith("https://outlook.live.com/calendar/deeplink/compose?") for h in links)
+    assert "https://events.example.org/2020-W41/2020-r2p-15th-anniversary.ics" in links
+
+
+def test_preheader_and_keeps_mjml_head_css(built):
+    html = (built / "digest.html").read_text(encoding="utf-8")
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert manifest["preheader"].startswith("1 event 5\u201311 October 2020: Fifteenth anniversary")
+    assert manifest["preheader"] in html
+    assert ".mj-column-per-100 { width:100% !important" in html  # MJML's column CSS stays in <style>
+    assert "<!--[if mso | IE]>" in html  # Outlook blocks survive the inliner
+    assert 'class="mj-outlook-group-fix mj-column-per-100"' in html  # classes kept for media queries
+    assert "fonts.googleapis.com" not in html
+
+
+def test_text_part(built):
+    text = (built / "digest.txt").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines if "://" not in line) <= 78
+    assert "## Fifteenth anniversary of the responsibility to protect" in text
+    assert "When: Wednesday 7 October 2020, 09:00\u201310:30 New York time (UTC\u22124)" in text
+    assert "*** Register by Monday 5 October 2020 ***" in text
+    assert "Links:" in text
+    refs = [line for line in lines if line.startswith("[")]
+    assert refs[0].startswith("[1] https://events.example.org/2020-W41/")
+    assert any("unsubscribe?token=DIGEST-UNSUBSCRIBE-TOKEN" in line for line in refs)
+    assert "<" not in text.replace("<", "", 0) or "<p>" not in text
+
+
+def test_eml_parses_back_into_the_same_parts(built):
+    raw = (built / "digest.eml").read_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    for part in parts:
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    # On the wire every line ends in CRLF (RFC 5322); the files on disk use LF.
+    assert parts[0].get_content().replace("\r\n", "\n") == (built / "digest.txt").read_text(encoding="utf-8")
+    assert parts[1].get_content().replace("\r\n", "\n") == (built / "digest.html").read_text(encoding="utf-8")
+    assert msg["From"] == "Atrocity Prevention Events <events@example.org>"
+    assert msg["To"] == "Subscribers <subscribers@example.org>"
+    assert msg["Subject"] == "Atrocity Prevention Events: 5\u201311 October 2020 (1 event)"
+    assert msg["Date"] == "Mon, 05 Oct 2020 06:00:00 -0400"
+    assert msg["Message-ID"].startswith("<digest.2020-W41.") and msg["Message-ID"].endswith("@events.example.org>")
+    assert msg["List-Id"] == "Atrocity Prevention Events <events.example.org>"
+    assert msg["List-Unsubscribe"].strip() == ("<https://events.example.org/unsubscribe?token=DIGEST-UNSUBSCRIBE-TOKEN>, "
+                                       "<mailto:unsubscribe@example.org?subject=unsubscribe>")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["MIME-Version"] == "1.0"
+    assert b"=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0]  # the non-ASCII Subject is RFC 2047 encoded
+
+
+def test_ics_files(built):
+    cal = Calendar.from_ical((built / "2020-r2p-15th-anniversary.ics").read_bytes())
+    assert cal["VERSION"] == "2.0" and cal["METHOD"] == "PUBLISH" and "PRODID" in cal
+    events = cal.walk("VEVENT")
+    assert len(events) == 1
+    event = events[0]
+    assert event["UID"] == "2020-r2p-15th-anniversary@events.example.org"
+    assert event.decoded("DTSTART").isoformat() == "2020-10-07T09:00:00-04:00"
+    assert event["DTSTART"].params["TZID"] == "America/New_York"
+    assert event.decoded("DTEND").isoformat() == "2020-10-07T10:30:00-04:00"
+    assert [tz["TZID"] for tz in cal.walk("VTIMEZONE")] == ["America/New_York"]
+    assert "DTSTAMP" in event
+    raw = (built / "events.ics").read_bytes()
+    assert b"\r\n" in raw and all(len(line) <= 75 for line in raw.split(b"\r\n"))
+
+
+def test_rebuild_is_byte_identical(tmp_path):
+    root = copy_example(tmp_path / "n")
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        build(root, out, all_weeks=True, today=TODAY)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file() and p.name != ".digest.lock")
+    assert files
+    for rel in files:
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+
+
+def test_week_this_and_next(tmp_path):
+    root = copy_example(tmp_path / "n")
+    p = plan(root, weeks=["this", "next"], today=date(2020, 9, 30))
+    assert p.weeks == ("2020-W40", "2020-W41")
+
+
+def test_source_date_epoch_is_today(tmp_path):
+    root = copy_example(tmp_path / "n")
+    env = {**__import__("os").environ, "SOURCE_DATE_EPOCH": "1601856000"}  # 2020-10-05
+    result = run_cli("build", "--root", str(root), "--week", "this", "--out", str(tmp_path / "d"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d" / "2020-W41" / "digest.html").exists()
+
+
+def test_empty_week_is_skipped_with_a_message(tmp_path):
+    root = copy_example(tmp_path / "n")
+    result = run_cli("build", "--root", str(root), "--week", "2020-W45", "--out", str(tmp_path / "d"))
+    assert result.returncode == 0
+    assert "2020-W45: no dated events or deadlines; skipped" in result.stdout
+    assert not (tmp_path / "d" / "2020-W45").exists()
+
+
+def test_list_shows_editions(tmp_path):
+    root = copy_example(tmp_path / "n")
+    result = run_cli("list", "--root", str(root))
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "2020-W40  28 September \u2013 4 October 2020      1 event(s)  0 deadline(s)  1 ongoing  2 tba",
+        "2020-W41  5\u201311 October 2020                  1 event(s)  1 deadline(s)  1 ongoing  2 tba",
+    ]
+
+
+def test_bad_week_is_a_clear_error(tmp_path):
+    root = copy_example(tmp_path / "n")
+    result = run_cli("build", "--root", str(root), "--week", "2020-W60", "--out", str(tmp_path / "d"))
+    assert result.returncode == 2
+    assert "'2020-W60' does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("profile", sorted(MERGE_TAGS))
+def test_profiles_put_the_exact_merge_tags_in_the_final_bytes(tmp_path, profile):
+    root = copy_example(tmp_path / "n")
+    p = plan(root, weeks=["2020-W41"], today=TODAY)
+    item = render_edition(p, "2020-W41", Renderer(root), profile=profile)
+    unsubscribe, view = MERGE_TAGS[profile]
+    assert unsubscribe in hrefs(item.html) and unsubscribe in item.text
+    if view:
+        assert view in hrefs(item.html) and view in item.text
+    assert "digest.invalid" not in item.html and "digest.invalid" not in item.text
+    assert "%7B" not in item.html and "%7C" not in item.html  # not URL-encoded by the inliner
+    assert item.manifest["profile"] == profile
+
+
+def test_thirty_event_week_stays_under_gmail_clip(tmp_path):
+    root = copy_example(tmp_path / "n")
+    write_week(root, date(2020, 11, 2), 30, seed=7)
+    p = plan(root, weeks=["2020-W45"], today=TODAY)
+    item = render_edition(p, "2020-W45", Renderer(root))
+    assert item.manifest["counts"]["events"] == 30
+    assert len(item.files["digest.html"]) < 102_400
+    assert item.manifest["style_chars"] < 16_384
+
+
+def test_an_oversized_week_shortens_instead_of_clipping(tmp_path):
+    root = copy_example(tmp_path / "n")
+    write_week(root, date(2020, 11, 2), 80, seed=3)
+    p = plan(root, weeks=["2020-W45"], today=TODAY)
+    item = render_edition(p, "2020-W45", Renderer(root))
+    assert len(item.files["digest.html"]) <= 92_000
+    assert item.manifest["shortened"] is True
+    assert item.warnings and "events shown in short" in item.warnings[0]
+    text = " ".join(parse(item.html).text)
+    assert "too long for one email" in text
+    if len(item.warnings) > 1:
+        assert "more event" in text and "https://events.example.org/2020-W45/" in hrefs(item.html)
+
+
+def test_failed_build_keeps_the_previous_edition(tmp_path):
+    root = copy_example(tmp_path / "n")
+    out = tmp_path / "d"
+    build(root, out, weeks=["2020-W41"], today=TODAY)
+    before = (out / "2020-W41" / "digest.html").read_bytes()
+    (root / "entries" / "2020" / "broken.md").write_text("---\ntitle: [\n---\n", encoding="utf-8")
+    result = run_cli("build", "--root", str(root), "--week", "2020-W41", "--out", str(out))
+    assert result.returncode == 2
+    assert (out / "2020-W41" / "digest.html").read_bytes() == before
