@@ -80,10 +80,12 @@ def _utc_stamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _calendar_links(event: Event, config: Config) -> tuple[str, str]:
+def _calendar_links(event: Event, config: Config, web_url: str) -> tuple[str, str]:
     if event.start is None or event.status != "scheduled":
         return "", ""
-    details = event.summary[:300]
+    # The web version's address, not the description: two URL-encoded copies of a
+    # description cost ~1 KB per event against Gmail's 102 KB clip.
+    details = web_url or event.register
     location = event.location
     if isinstance(event.start, datetime):
         end = event.end if isinstance(event.end, datetime) else event.start
@@ -100,8 +102,9 @@ def _calendar_links(event: Event, config: Config) -> tuple[str, str]:
 
 
 def present_event(event: Event, config: Config, week: str) -> EventView:
-    google, outlook = _calendar_links(event, config)
     base = config.base_url.rstrip("/") + "/" if config.base_url else ""
+    web_url = f"{base}{week}/#{event.slug}" if base else ""
+    google, outlook = _calendar_links(event, config, web_url)
     first = event.first_day(config.zone)
     location = event.location or ("Online" if event.online else "")
     return EventView(
@@ -122,7 +125,7 @@ def present_event(event: Event, config: Config, week: str) -> EventView:
         google_url=google,
         outlook_url=outlook,
         ics_url=f"{base}{week}/{event.slug}.ics" if base and event.dated and event.status == "scheduled" else "",
-        web_url=f"{base}{week}/#{event.slug}" if base else "",
+        web_url=web_url,
     )
 
 
