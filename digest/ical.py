@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 
 from zoneinfo import ZoneInfo
 
-from icalendar import Calendar, Event as VEvent
+from icalendar import Calendar, Event as VEvent, Timezone
 
 from digest import __version__
 from digest.config import Config
@@ -20,7 +21,7 @@ def _portable(moment: datetime) -> datetime:
     return moment if isinstance(moment.tzinfo, ZoneInfo) else moment.astimezone(timezone.utc)
 
 
-def _vevent(event: Event, config: Config, stamp: datetime) -> VEvent:
+def _vevent(event: Event, sender_address: str, stamp: datetime) -> VEvent:
     item = VEvent()
     item.add("uid", event.uid)
     item.add("dtstamp", stamp)
@@ -43,7 +44,7 @@ def _vevent(event: Event, config: Config, stamp: datetime) -> VEvent:
     item.add("description", description.strip())
     if event.location:
         item.add("location", event.location)
-    item.add("organizer", "mailto:" + config.sender_address, parameters={"CN": event.organizer})
+    item.add("organizer", "mailto:" + sender_address, parameters={"CN": event.organizer})
     status = {"scheduled": "CONFIRMED", "cancelled": "CANCELLED", "postponed": "TENTATIVE"}.get(event.status)
     if status:
         item.add("status", status)
@@ -60,8 +61,32 @@ def calendar_bytes(events: list[Event] | tuple[Event, ...], config: Config, stam
     cal.add("calscale", "GREGORIAN")
     cal.add("method", "PUBLISH")
     cal.add("x-wr-calname", name)
-    for event in events:
-        if event.start is not None and event.status in ("scheduled", "cancelled", "postponed"):
-            cal.add_component(_vevent(event, config, stamp.astimezone(timezone.utc)))
-    cal.add_missing_timezones()
-    return cal.to_ical()
+    utc_stamp = stamp.astimezone(timezone.utc)
+    parts = [_vevent_ical(event, config.sender_address, utc_stamp) for event in events
+             if event.start is not None and event.status in ("scheduled", "cancelled", "postponed")]
+    tzids = sorted(set().union(*(used for _, used in parts)))
+    # Byte for byte what cal.add_component(...) for each, cal.add_missing_timezones()
+    # and cal.to_ical() give (VTIMEZONEs first, in a stable order), but every VEVENT and
+    # VTIMEZONE is serialised once: an event is in its own .ics and the week's.
+    head = cal.to_ical()
+    end = head.rindex(b"END:VCALENDAR")
+    return head[:end] + b"".join(_vtimezone(tzid) for tzid in tzids) + b"".join(data for data, _ in parts) + head[end:]
+
+
+@lru_cache(maxsize=4096)
+def _vevent_ical(event: Event, sender_address: str, stamp: datetime) -> tuple[bytes, frozenset[str]]:
+    """One VEVENT's bytes and the TZIDs it uses (UTC needs no VTIMEZONE)."""
+    holder = Calendar()
+    item = _vevent(event, sender_address, stamp)
+    holder.add_component(item)
+    return item.to_ical(), frozenset(holder.get_used_tzids() - {"UTC"})
+
+
+@lru_cache(maxsize=None)
+def _vtimezone(tzid: str) -> bytes:
+    # A VTIMEZONE lists every transition from 1970 to 2038: building and serialising one
+    # costs ~50 ms, so it is done once per zone and process, not once per calendar.
+    try:
+        return Timezone.from_tzid(tzid).to_ical()
+    except ValueError:  # a zone icalendar does not know gets no VTIMEZONE, as before
+        return b""
