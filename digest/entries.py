@@ -54,15 +54,17 @@ def discover(root: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix().encode("utf-8"))
 
 
-def load_events(root: Path, config: Config) -> tuple[tuple[Event, ...], list[Problem]]:
-    """Read and validate every entry; return the good events and all problems."""
+def load_events(root: Path, config: Config, read: Any = None) -> tuple[tuple[Event, ...], list[Problem]]:
+    """Read and validate every entry; return the good events and all problems.
+
+    READ replaces read_entry (same signature): digest.cache passes a memoised one."""
     events: list[Event] = []
     problems: list[Problem] = []
     seen: dict[tuple, str] = {}
     seen_uid: dict[str, str] = {}
     for path in discover(root):
         rel = path.relative_to(root).as_posix()
-        event, found = read_entry(path, rel, config)
+        event, found = (read or read_entry)(path, rel, config)
         problems.extend(found)
         if event is None:
             continue
