@@ -1,0 +1,303 @@
+"""The web archive: each edition's web page, the list of every edition, an Atom feed
+and one calendar of every scheduled event.
+
+`build` calls `web_pages` before it writes (an edition's `index.html` goes into the
+edition's own atomic folder write) and `write_archive` after, under the same lock.
+The archive lists what is on disk (every `OUT/<week>/manifest.json`), not only what
+this run built. An edition page's previous/next links depend on which editions exist,
+so they sit between two markers and are brought up to date in older pages as editions
+are added: the pages are a function of the data and of the set of editions, and
+rebuilding gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import jinja2
+from markupsafe import Markup
+
+from digest import __version__
+from digest.config import Config
+from digest.dates import range_label
+from digest.errors import BuildError, InputError, Problem
+from digest.ical import calendar_bytes
+from digest.present import edition_context
+from digest.writer import write_file
+
+if TYPE_CHECKING:
+    from digest.build import BuiltEdition, Plan
+
+WEEK_DIR = re.compile(r"\d{4}-W\d{2}")
+NAV_START = "<!--digest:nav-->"
+NAV_END = "<!--/digest:nav-->"
+ATOM_NS = "http://www.w3.org/2005/Atom"
+_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
+_DEFAULT_ACCENT = "#0b5394"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One edition in the archive, as its manifest describes it."""
+
+    week: str
+    first: date
+    last: date
+    subject: str
+    preheader: str
+    count: int
+    events: tuple[tuple[str, str], ...]  # (title, organizer)
+
+    @property
+    def range(self) -> str:
+        return range_label(self.first, self.last)
+
+    @property
+    def number(self) -> int:
+        return int(self.week[-2:])
+
+    @property
+    def year(self) -> str:
+        return self.week[:4]
+
+
+def listed(manifest: dict[str, Any], where: str) -> Listed:
+    """A manifest's dict as a Listed; BuildError naming WHERE when it lacks what the archive needs."""
+    try:
+        events = tuple((str(e["title"]), str(e["organizer"])) for e in manifest.get("events", ()))
+        return Listed(week=str(manifest["week"]), first=date.fromisoformat(manifest["first_day"]),
+                      last=date.fromisoformat(manifest["last_day"]), subject=str(manifest["subject"]),
+                      preheader=str(manifest.get("preheader", "")), count=int(manifest["counts"]["events"]),
+                      events=events)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BuildError(f"{where}: not a digest manifest ({type(exc).__name__}: {exc}); rebuild that edition "
+                         "or remove its folder, then build again. Nothing was written.") from None
+
+
+def on_disk(out: Path) -> dict[str, Listed]:
+    """Every edition folder under OUT with a manifest, by week."""
+    found: dict[str, Listed] = {}
+    if not out.is_dir():
+        return found
+    for folder in sorted(out.iterdir()):
+        manifest = folder / "manifest.json"
+        if not WEEK_DIR.fullmatch(folder.name) or not manifest.is_file():
+            continue
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BuildError(f"{manifest}: cannot be read ({exc}); rebuild that edition or remove its folder, "
+                             "then build again. Nothing was written.") from None
+        if not isinstance(data, dict):
+            raise BuildError(f"{manifest}: expected a JSON object; rebuild that edition or remove its folder.")
+        item = listed(data, str(manifest))
+        if item.week != folder.name:
+            raise BuildError(f"{manifest}: names week {item.week!r} but lives in {folder.name}/; "
+                             "rebuild that edition or remove its folder.")
+        found[item.week] = item
+    return found
+
+
+def catalogue(out: Path, built: Iterable[BuiltEdition]) -> list[Listed]:
+    """The editions the archive will hold once BUILT is written: on disk, replaced by this run's; oldest first."""
+    found = on_disk(out)
+    for item in built:
+        found[item.week] = listed(item.manifest, item.week)
+    return [found[week] for week in sorted(found)]
+
+
+# -- templates ---------------------------------------------------------------
+
+def web_template_dirs(root: Path) -> list[Path]:
+    """The newsletter's own web templates first, then the ones shipped with digest."""
+    here = Path(__file__).resolve().parent
+    dirs = [root / "templates" / "web"]
+    for candidate in (here.parent / "templates" / "web", here / "_templates" / "web"):
+        if candidate.is_dir() and all(candidate.resolve() != d.resolve() for d in dirs if d.exists()):
+            dirs.append(candidate)
+    return dirs
+
+
+class WebRenderer:
+    """Jinja2 (autoescaped, StrictUndefined) over templates/web/."""
+
+    def __init__(self, root: Path) -> None:
+        self.dirs = web_template_dirs(root)
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
+                                      autoescape=True, undefined=jinja2.StrictUndefined,
+                                      trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+
+    def render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render(context)
+        except jinja2.TemplateError as exc:
+            where = getattr(exc, "filename", None) or f"templates/web/{name}"
+            line = getattr(exc, "lineno", None)
+            for d in self.dirs:
+                if str(where).startswith(str(d)):
+                    where = "templates/web/" + Path(where).relative_to(d).as_posix()
+            raise InputError("the web templates could not be rendered; nothing was written.",
+                             [Problem(str(where), line, None, f"template error: {exc}",
+                                      "see README.md, Web archive, for the names a web template gets")]) from None
+
+
+def _site(config: Config) -> dict[str, Any]:
+    accent = config.accent_color if _COLOR.fullmatch(config.accent_color) else _DEFAULT_ACCENT
+    return {"name": config.name, "tagline": config.tagline, "language": config.language, "accent": accent,
+            "logo_url": config.logo_url, "logo_alt": config.logo_alt}
+
+
+def nav_html(renderer: WebRenderer, config: Config, listing: list[Listed], week: str) -> str:
+    """The previous/next links of WEEK's page, between the markers."""
+    weeks = [item.week for item in listing]
+    index = weeks.index(week)
+    previous = listing[index - 1] if index > 0 else None
+    following = listing[index + 1] if index + 1 < len(listing) else None
+    inner = renderer.render("nav.html", {"site": _site(config), "previous": previous, "next": following})
+    return NAV_START + inner.strip() + NAV_END
+
+
+def edition_page(renderer: WebRenderer, p: Plan, item: BuiltEdition, listing: list[Listed]) -> bytes:
+    """The web version of one edition: everything in the email, in full, without the unsubscribe footer."""
+    config = p.config
+    context = edition_context(item.edition, config)
+    context.update({
+        "site": _site(config),
+        "root": "../",
+        "description": item.preheader,
+        "subject": item.subject,
+        "ics_files": sorted(name for name in item.files if name.endswith(".ics")),
+        "nav": Markup(nav_html(renderer, config, listing, item.week)),
+    })
+    return _tidy(renderer.render("edition.html", context)).encode("utf-8")
+
+
+def web_pages(out: Path, p: Plan, built: list[BuiltEdition]) -> dict[str, dict[str, bytes]]:
+    """WEEK -> {"index.html": page} for every edition of this run (read the disk, write nothing)."""
+    if not built:
+        return {}
+    listing = catalogue(out, built)
+    renderer = WebRenderer(p.config.root)
+    return {item.week: {"index.html": edition_page(renderer, p, item, listing)} for item in built}
+
+
+# -- the archive's own files ---------------------------------------------------
+
+def _tidy(html: str) -> str:
+    return html.strip() + "\n"
+
+
+def _moment(day: date, config: Config) -> datetime:
+    """Midnight at the start of DAY in the newsletter's zone: an edition's date, never the clock."""
+    return datetime.combine(day, time(0), config.zone).astimezone(timezone.utc)
+
+
+def _base(config: Config) -> str:
+    return config.base_url.rstrip("/") + "/" if config.base_url else ""
+
+
+def _feed_uuid(config: Config, *parts: str) -> str:
+    # From the List-Id, not the base URL: moving the archive must not make readers see every edition anew.
+    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(("digest", config.list_id, *parts))))
+
+
+def feed_bytes(config: Config, listing: list[Listed]) -> bytes:
+    """An Atom feed (RFC 4287) with one entry per edition, newest first; timestamps from the editions' dates."""
+    from feedgen.feed import FeedGenerator
+
+    base = _base(config)
+    feed = FeedGenerator()
+    feed.id(_feed_uuid(config, "feed"))
+    feed.title(config.name)
+    if config.tagline:
+        feed.subtitle(config.tagline)
+    feed.language(config.language)
+    feed.author({"name": config.name})
+    feed.generator("digest", version=__version__)
+    feed.link(href=base or "./", rel="alternate", type="text/html")
+    feed.link(href=f"{base}feed.xml", rel="self", type="application/atom+xml")
+    if config.logo_url:
+        feed.logo(config.logo_url)
+    newest = max((_moment(item.first, config) for item in listing),
+                 default=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    feed.updated(newest)
+    renderer = None
+    for item in reversed(listing):
+        entry = feed.add_entry(order="append")
+        entry.id(_feed_uuid(config, item.week))
+        entry.title(item.subject)
+        moment = _moment(item.first, config)
+        entry.updated(moment)
+        entry.published(moment)
+        entry.link(href=f"{base}{item.week}/", rel="alternate", type="text/html")
+        if item.preheader:
+            entry.summary(item.preheader)
+        renderer = renderer or jinja2.Environment(autoescape=True).from_string(_FEED_CONTENT)
+        entry.content(renderer.render(item=item).strip(), type="html")
+    return feed.atom_str(pretty=True, encoding="UTF-8")
+
+
+_FEED_CONTENT = """
+<p>{{ item.range }}: {{ item.count }} event{{ "s" if item.count != 1 }}.</p>
+{%- if item.events %}<ul>{% for title, organizer in item.events %}<li>{{ title }} ({{ organizer }})</li>{% endfor %}</ul>{% endif %}
+"""
+
+
+def calendar_of_everything(p: Plan) -> bytes:
+    """Every scheduled event, one VEVENT each, with its stable UID (calendar apps update, never duplicate)."""
+    zone = p.config.zone
+    events = sorted((e for e in p.events if e.status == "scheduled" and e.start is not None),
+                    key=lambda e: e.sort_key(zone))
+    stamp = datetime.combine(p.today, time(0), timezone.utc)
+    return calendar_bytes(events, p.config, stamp, p.config.name)
+
+
+def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> bytes:
+    context = {"site": _site(config), "root": "./", "editions": list(reversed(listing)), "base_url": _base(config)}
+    return _tidy(renderer.render("index.html", context)).encode("utf-8")
+
+
+def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Listed], skip: set[str]) -> list[Path]:
+    """Bring the previous/next links of older pages up to date; touch only pages whose links changed."""
+    changed = []
+    for item in listing:
+        page = out / item.week / "index.html"
+        if item.week in skip or not page.is_file():
+            continue
+        html = page.read_text(encoding="utf-8")
+        head, found, rest = html.rpartition(NAV_START)
+        if not found or NAV_END not in rest:
+            continue  # a page without markers (older or custom templates) is left as it is
+        tail = rest.split(NAV_END, 1)[1]
+        fresh = head + nav_html(renderer, config, listing, item.week) + tail
+        if fresh != html:
+            write_file(page, fresh.encode("utf-8"))
+            changed.append(page)
+    return changed
+
+
+def archive_files(out: Path, p: Plan) -> dict[str, bytes]:
+    """OUT's index.html, feed.xml and events.ics, in memory."""
+    listing = catalogue(out, ())
+    renderer = WebRenderer(p.config.root)
+    return {"index.html": index_page(renderer, p.config, listing), "feed.xml": feed_bytes(p.config, listing),
+            "events.ics": calendar_of_everything(p)}
+
+
+def write_archive(out: Path, p: Plan, built: list[BuiltEdition]) -> list[Path]:
+    """After the editions are written (under the build lock): older pages' links, then the archive files."""
+    listing = catalogue(out, ())
+    renderer = WebRenderer(p.config.root)
+    written = _renav(out, renderer, p.config, listing, {item.week for item in built})
+    for name, data in archive_files(out, p).items():
+        path = out / name
+        if not path.is_file() or path.read_bytes() != data:
+            write_file(path, data)
+            written.append(path)
+    return written
