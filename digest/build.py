@@ -238,9 +238,13 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
     """Build editions into OUT/<week>/. Everything is rendered before anything is written."""
     p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict)
     built = render_all(p, profile=profile, root=root)
+    from digest.archive import web_pages, write_archive
+
     with locked(out):
+        pages = web_pages(out, p, built)  # each edition's index.html, part of its atomic folder
         for item in built:
-            write_tree(out, item.week, item.files)
+            write_tree(out, item.week, {**item.files, **pages.get(item.week, {})})
+        write_archive(out, p, built)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
     return p, built
 
 
