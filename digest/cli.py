@@ -156,3 +156,5 @@ def main() -> None:
 # Commands defined in other modules are registered below.
 from digest.send_cli import send_command  # noqa: E402
 cli.add_command(send_command)
+from digest.preview.command import preview_command  # noqa: E402
+cli.add_command(preview_command)

@@ -1,0 +1,220 @@
+"""What the preview shows: the last good plan, each edition's last render, the current
+problems, and a version number that moves on every rebuild.
+
+Editions are rendered on demand and kept while their inputs are unchanged, so a
+save re-renders only the editions it affects (and only those someone looks at)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Iterator
+
+from digest.build import BuiltEdition, Plan, plan, render_edition
+from digest.editions import make_edition
+from digest.errors import DigestError, Problem
+from digest.models import Edition
+from digest.render import Renderer, template_dirs
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the newest input could not be built: the problems as `digest check` prints them."""
+
+    message: str
+    problems: tuple[Problem, ...] = ()
+
+    @staticmethod
+    def of(exc: BaseException) -> Failure:
+        if isinstance(exc, DigestError):
+            return Failure(exc.message, exc.problems)
+        # The server never dies on bad input, whatever a stage raises.
+        return Failure(f"unexpected {type(exc).__name__}: {exc}")
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems] + [self.message]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One edition's render: the files, or why there are none."""
+
+    built: BuiltEdition | None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One rebuild's outcome. `plan` is the last plan that succeeded (kept while the
+    input is broken, so pages go on showing the last good build under the overlay)."""
+
+    version: int
+    plan: Plan | None
+    editions: dict[str, Edition] = field(default_factory=dict)  # week -> edition, in order
+    failure: Failure | None = None
+    templates: str = ""
+    renderer: Renderer | None = None
+    seconds: float = 0.0
+
+    @property
+    def weeks(self) -> tuple[str, ...]:
+        return tuple(self.editions)
+
+    @property
+    def stale(self) -> bool:
+        return self.failure is not None
+
+
+def template_fingerprint(root: Path) -> str:
+    """A hash of every template file the renderer may read (names and contents)."""
+    sha = hashlib.sha256()
+    for folder in template_dirs(root):
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            sha.update(str(path).encode() + b"\0")
+            try:
+                sha.update(path.read_bytes())
+            except OSError:
+                sha.update(b"unreadable")
+    return sha.hexdigest()
+
+
+class Preview:
+    """Holds the preview's state; thread-safe. `rebuild` is called by the watcher,
+    `edition` by request threads, `wait` by the server-sent-event streams."""
+
+    def __init__(self, root: Path, *, today: date | None = None) -> None:
+        self.root = root
+        self.today = today
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._render_lock = threading.Lock()  # mjml-python holds the GIL: render one at a time
+        self._snapshot = Snapshot(0, None)
+        self._cache: dict[str, tuple[Any, Rendered]] = {}
+        self._watching: Counter[str] = Counter()
+        self.closed = False
+
+    @property
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
+
+    # -- building ---------------------------------------------------------------------------
+
+    def rebuild(self) -> tuple[Snapshot, list[str]]:
+        """Read everything again; render the editions open in a browser (and the first
+        one, so template errors surface on the index too); then tell the pages.
+        Returns the new snapshot and the weeks that were rendered again."""
+        started = time.perf_counter()
+        with self._render_lock:
+            old = self.snapshot
+            fingerprint = template_fingerprint(self.root)
+            try:
+                p = plan(self.root, all_weeks=True, today=self.today)
+                editions: dict[str, Edition] = {}
+                for week in p.weeks:
+                    edition = make_edition(week, p.events, p.config, list(p.all_weeks))
+                    if edition.empty and p.config.empty_weeks == "skip":
+                        continue
+                    editions[week] = edition
+                # The renderer keeps compiled templates: a new one when any template changed.
+                same = old.renderer is not None and old.templates == fingerprint
+                renderer = old.renderer if same and old.renderer else Renderer(self.root)
+                snap = Snapshot(old.version + 1, p, editions, None, fingerprint, renderer)
+            except Exception as exc:  # noqa: BLE001 - shown in the browser; the server keeps serving
+                snap = Snapshot(old.version + 1, old.plan, old.editions, Failure.of(exc), old.templates,
+                                old.renderer)
+            rendered: list[str] = []
+            if snap.failure is None:
+                with self._lock:
+                    wanted = [w for w in self._watching if w in snap.editions]
+                if snap.weeks and snap.weeks[0] not in wanted:
+                    wanted.append(snap.weeks[0])
+                for week in wanted:
+                    if self._render(snap, week)[1]:
+                        rendered.append(week)
+            snap = Snapshot(snap.version, snap.plan, snap.editions, snap.failure, snap.templates, snap.renderer,
+                            time.perf_counter() - started)
+            with self._lock:
+                self._snapshot = snap
+                self._changed.notify_all()
+        return snap, rendered
+
+    @staticmethod
+    def _key(snap: Snapshot, week: str) -> Any:
+        p = snap.plan
+        assert p is not None
+        return (snap.editions[week], p.config, snap.templates, p.warnings, p.today)
+
+    def _render(self, snap: Snapshot, week: str) -> tuple[Rendered, bool]:
+        """The edition's render for SNAP, from the cache when its inputs are unchanged.
+        Call with the render lock held. Returns (rendered, whether it was rendered now)."""
+        key = self._key(snap, week)
+        cached = self._cache.get(week)
+        if cached is not None and cached[0] == key:
+            return cached[1], False
+        assert snap.plan is not None and snap.renderer is not None
+        try:
+            result = Rendered(render_edition(snap.plan, week, snap.renderer))
+        except Exception as exc:  # noqa: BLE001 - shown in the browser
+            # Keep the last good files to show under the overlay.
+            last = cached[1].built if cached is not None else None
+            result = Rendered(last, Failure.of(exc))
+        self._cache[week] = (key, result)
+        return result, True
+
+    def edition(self, week: str) -> tuple[Snapshot, Rendered | None]:
+        """The current snapshot and WEEK's render (None when there is no such edition)."""
+        snap = self.snapshot
+        if week not in snap.editions:
+            return snap, None
+        if snap.stale:
+            cached = self._cache.get(week)
+            return snap, Rendered(cached[1].built if cached else None, snap.failure)
+        with self._render_lock:
+            return snap, self._render(snap, week)[0]
+
+    def cached(self, week: str) -> Rendered | None:
+        """WEEK's render if it is up to date with the snapshot (never renders)."""
+        snap = self.snapshot
+        entry = self._cache.get(week)
+        if entry is None or week not in snap.editions or snap.plan is None:
+            return None
+        return entry[1] if entry[0] == self._key(snap, week) else None
+
+    # -- following changes ------------------------------------------------------------------
+
+    @contextmanager
+    def watching(self, week: str | None) -> Iterator[None]:
+        """Mark WEEK as open in a browser while the block runs (it is rendered on every rebuild)."""
+        if not week:
+            yield
+            return
+        with self._lock:
+            self._watching[week] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watching[week] -= 1
+                if self._watching[week] <= 0:
+                    del self._watching[week]
+
+    def wait(self, after: int, timeout: float) -> Snapshot:
+        """The snapshot once its version differs from AFTER, or the current one after TIMEOUT."""
+        with self._lock:
+            self._changed.wait_for(lambda: self._snapshot.version != after or self.closed, timeout)
+            return self._snapshot
+
+    def close(self) -> None:
+        """Wake every waiting stream so it can end."""
+        with self._lock:
+            self.closed = True
+            self._changed.notify_all()
