@@ -158,3 +158,5 @@ from digest.send_cli import send_command  # noqa: E402
 cli.add_command(send_command)
 from digest.preview.command import preview_command  # noqa: E402
 cli.add_command(preview_command)
+from digest.importers.command import import_command  # noqa: E402
+cli.add_command(import_command)
