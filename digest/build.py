@@ -24,6 +24,8 @@ from digest.message import build_message
 from digest.models import Edition, Event
 from digest.present import VIEW_ONLINE, edition_context, subject
 from digest.render import Renderer, compile_mjml, inline_css
+from digest.cache import BuildCache, templates_fingerprint, unchanged_on_disk
+from digest.parallel import render_weeks, week_plans
 from digest.writer import locked, write_tree
 
 STYLE_LIMIT = 16_384
@@ -76,10 +78,12 @@ def today_default() -> date:
 
 
 def plan(root: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False, today: date | None = None,
-         strict: bool = False) -> Plan:
-    """Read and validate everything; decide which editions to make. Raises InputError on bad input."""
+         strict: bool = False, cache: BuildCache | None = None) -> Plan:
+    """Read and validate everything; decide which editions to make. Raises InputError on bad input.
+
+    With CACHE, each entry file is parsed once per distinct content."""
     config = load_config(root)
-    events, problems = load_events(root, config)
+    events, problems = load_events(root, config, cache.reader(config) if cache else None)
     raise_if_errors(problems, "the entries")
     warnings = tuple(sorted(p for p in problems if p.warning))
     if strict and warnings:
@@ -222,29 +226,52 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
     return BuiltEdition(week, edition, subject_line, context["preheader"], files, manifest, tuple(warnings))
 
 
-def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None) -> list[BuiltEdition]:
+def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None, cache: BuildCache | None = None,
+               jobs: int | None = None) -> list[BuiltEdition]:
+    """Render every planned week: from CACHE when its inputs are unchanged, else on all cores."""
     renderer = Renderer(root or p.config.root)
-    built = []
-    for week in p.weeks:
-        edition = make_edition(week, p.events, p.config, list(p.all_weeks))
+    templates = templates_fingerprint(renderer.dirs) if cache else ""
+    found: dict[str, BuiltEdition] = {}
+    todo: list[tuple[str, str, Plan]] = []
+    for week, q in zip(p.weeks, week_plans(p, list(p.weeks))):
+        edition = make_edition(week, q.events, q.config, list(q.all_weeks))
         if edition.empty and p.config.empty_weeks == "skip":
             continue
-        built.append(render_edition(p, week, renderer, profile=profile))
-    return built
+        key = cache.edition_key(q, week, profile, templates, edition) if cache else ""
+        hit = cache.get(key) if cache else None
+        if hit is not None:
+            found[week] = hit
+        else:
+            todo.append((week, key, q))
+    rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile, jobs=jobs)
+    for (week, key, _), item in zip(todo, rendered):
+        found[week] = item
+        if cache:
+            cache.put(key, item)
+    return [found[week] for week in p.weeks if week in found]
 
 
 def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False,
-          today: date | None = None, profile: str | None = None, strict: bool = False) -> tuple[Plan, list[BuiltEdition]]:
-    """Build editions into OUT/<week>/. Everything is rendered before anything is written."""
-    p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict)
-    built = render_all(p, profile=profile, root=root)
+          today: date | None = None, profile: str | None = None, strict: bool = False, use_cache: bool = True,
+          jobs: int | None = None) -> tuple[Plan, list[BuiltEdition]]:
+    """Build editions into OUT/<week>/. Everything is rendered before anything is written.
+
+    OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an edition
+    whose folder already holds the same bytes is not rewritten."""
+    cache = BuildCache(out) if use_cache else None
+    p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache)
+    built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs)
     from digest.archive import web_pages, write_archive
 
     with locked(out):
         pages = web_pages(out, p, built)  # each edition's index.html, part of its atomic folder
         for item in built:
-            write_tree(out, item.week, {**item.files, **pages.get(item.week, {})})
+            files = {**item.files, **pages.get(item.week, {})}
+            if not (cache and unchanged_on_disk(out, item.week, files)):
+                write_tree(out, item.week, files)
         write_archive(out, p, built)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
+        if cache:
+            cache.save(prune_editions=all_weeks)
     return p, built
 
 

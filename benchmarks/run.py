@@ -1,0 +1,441 @@
+"""The benchmark: `python benchmarks/run.py` (add --quick for a tiny, fast run).
+
+Generates seeded synthetic newsletters (benchmarks/synth.py), times the build at
+several sizes and reports medians, with the machine and the date, into
+benchmarks/results.json and benchmarks/RESULTS.md (compared with the previous run
+when there is one). Not part of the test suite's pass/fail: targets are reported,
+never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from synth import make_newsletter  # noqa: E402
+
+TODAY = "2020-01-01"
+TARGETS = {
+    "edition_20_ms": 15.0,
+    "process_ratio": 1.3,
+    "archive_cold_s": 1.5,
+    "incremental_ms": 150.0,
+    "peak_mb_10k": 300.0,
+    "html_20_kb": 75.0,
+    "html_30_bytes": 102_400,
+}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
+            "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count()}
+
+
+def median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def timed(fn, repeat: int) -> tuple[list[float], object]:
+    samples, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - start)
+    return samples, result
+
+
+# -- one edition, stage by stage ----------------------------------------------------------
+
+def edition_stages(root: Path, week: str, repeat: int) -> dict:
+    """Median ms of each stage of one edition, the in-process total, and output bytes."""
+    from digest import entries as entries_mod
+    from digest.build import plan, render_edition
+    from digest.config import load_config
+    from digest.editions import make_edition, weeks_with_content
+    from digest.finish import links_for
+    from digest.message import build_message
+    from digest.present import edition_context, subject
+    from digest.render import Renderer, compile_mjml, inline_css
+    from digest.writer import write_tree
+
+    today = date.fromisoformat(TODAY)
+    config = load_config(root)
+    files = entries_mod.discover(root)
+    stages: dict[str, list[float]] = {k: [] for k in (
+        "read", "validate", "group", "render_mjml", "compile", "inline", "text", "eml", "write")}
+    totals: list[float] = []
+    renderer = Renderer(root)
+    p = plan(root, weeks=[week], today=today)
+    unbounded = replace(p, config=replace(p.config, max_html_bytes=10**9))
+    built = render_edition(p, week, renderer)  # warm: templates compiled, modules imported
+    out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    try:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            raws = [f.read_bytes() for f in files]
+            t1 = time.perf_counter()
+            events, _problems = entries_mod.load_events(root, config)
+            t2 = time.perf_counter()
+            stages["read"].append(t1 - t0)
+            # load_events reads the files again; the OS cache makes that a small share.
+            stages["validate"].append(max(0.0, (t2 - t1) - (t1 - t0)))
+            t0 = time.perf_counter()
+            labels = weeks_with_content(tuple(e for e in events if e.status != "draft"), config)
+            edition = make_edition(week, unbounded.events, config, list(labels))
+            stages["group"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            context = edition_context(edition, config)
+            mjml_source = renderer.mjml(context)
+            t1 = time.perf_counter()
+            html = compile_mjml(mjml_source)
+            t2 = time.perf_counter()
+            html = inline_css(html, renderer.css(context))
+            t3 = time.perf_counter()
+            text = renderer.text(context)
+            t4 = time.perf_counter()
+            links = links_for(config, week, config.profile)
+            build_message(edition, config, subject=subject(edition, config), text=text, html=html,
+                          unsubscribe_url=links.header_unsubscribe)
+            t5 = time.perf_counter()
+            stages["render_mjml"].append(t1 - t0)
+            stages["compile"].append(t2 - t1)
+            stages["inline"].append(t3 - t2)
+            stages["text"].append(t4 - t3)
+            stages["eml"].append(t5 - t4)
+            t0 = time.perf_counter()
+            built = render_edition(p, week, renderer)
+            t1 = time.perf_counter()
+            write_tree(out, week, built.files)
+            t2 = time.perf_counter()
+            stages["write"].append(t2 - t1)
+            totals.append(t2 - t0)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    result = {name: median_ms(values) for name, values in stages.items()}
+    result["render_edition_total"] = median_ms(totals)
+    result["events"] = len(built.edition.events)
+    result["html_bytes"] = len(built.files["digest.html"])
+    result["shortened"] = bool(built.manifest["shortened"])
+    result["all_bytes"] = sum(len(v) for v in built.files.values())
+    result["files"] = len(built.files)
+    return result
+
+
+# -- processes ----------------------------------------------------------------------------
+
+def run_process(args: list[str], env: dict | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({done.returncode}): {' '.join(args)}\n{done.stderr}")
+    return elapsed, done.stdout
+
+
+def digest_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from digest.cli import main; main()", *args]
+
+
+def child(code: str) -> dict:
+    """Run CODE in a fresh interpreter; it prints one JSON object."""
+    _, stdout = run_process([sys.executable, "-c", code])
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+CHILD_BUILD = """
+import json, resource, sys, time
+from datetime import date
+from pathlib import Path
+t0 = time.perf_counter()
+from digest.build import build
+t1 = time.perf_counter()
+p, built = build(Path({root!r}), Path({out!r}), all_weeks=True, today=date.fromisoformat({today!r}))
+t2 = time.perf_counter()
+self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({{"import_s": t1 - t0, "build_s": t2 - t1, "editions": len(built), "entries": len(p.events),
+                  "peak_mb": max(self_kb, kids_kb) / 1024}}))
+"""
+
+CHILD_INCREMENTAL = """
+import json, time
+from datetime import date
+from pathlib import Path
+from digest.build import build
+root, out, today = Path({root!r}), Path({out!r}), date.fromisoformat({today!r})
+build(root, out, all_weeks=True, today=today)
+entry = sorted((root / "entries").rglob("*.md"))[{index}]
+samples = []
+for i in range({repeat}):
+    entry.write_text(entry.read_text(encoding="utf-8") + "\\nOne more line, edit %d.\\n" % i, encoding="utf-8")
+    start = time.perf_counter()
+    p, built = build(root, out, all_weeks=True, today=today)
+    samples.append(time.perf_counter() - start)
+print(json.dumps({{"samples": samples, "editions": len(built)}}))
+"""
+
+
+def process_floor(root: Path, week: str, repeat: int) -> dict:
+    floor = [run_process([sys.executable, "-c", "import jinja2, mjml, premailer"])[0] for _ in range(repeat)]
+    out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    try:
+        runs = [run_process(digest_cmd("build", "--root", str(root), "--week", week, "--today", TODAY,
+                                       "--out", str(out)))[0] for _ in range(repeat)]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    result = {"import_floor_ms": median_ms(floor), "build_week_ms": median_ms(runs)}
+    result["ratio"] = round(result["build_week_ms"] / result["import_floor_ms"], 2)
+    return result
+
+
+def archive(root: Path, repeat: int) -> dict:
+    """--all cold (no output, no cache) and warm (unchanged input), as processes."""
+    out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    cold, warm, cold_build, warm_build, editions, peak = [], [], [], [], 0, 0.0
+    code = CHILD_BUILD.format(root=str(root), out=str(out / "dist"), today=TODAY)
+    try:
+        for _ in range(repeat):
+            shutil.rmtree(out / "dist", ignore_errors=True)
+            start = time.perf_counter()
+            info = child(code)
+            cold.append(time.perf_counter() - start)
+            cold_build.append(info["build_s"])
+            editions, peak = info["editions"], max(peak, info["peak_mb"])
+            start = time.perf_counter()
+            info = child(code)
+            warm.append(time.perf_counter() - start)
+            warm_build.append(info["build_s"])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"editions": editions, "cold_process_ms": median_ms(cold), "cold_build_ms": median_ms(cold_build),
+            "warm_process_ms": median_ms(warm), "warm_build_ms": median_ms(warm_build), "peak_mb": round(peak, 1)}
+
+
+def incremental(root: Path, repeat: int) -> dict:
+    """One entry changes; build --all again in a warm process (the preview server's case)
+    and as a fresh process (digest build --all after an edit)."""
+    work = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    try:
+        shutil.copytree(root, work / "nl")
+        count = len(list((work / "nl" / "entries").rglob("*.md")))
+        info = child(CHILD_INCREMENTAL.format(root=str(work / "nl"), out=str(work / "dist"), today=TODAY,
+                                              index=count // 2, repeat=repeat))
+        entry = sorted((work / "nl" / "entries").rglob("*.md"))[count // 3]
+        procs = []
+        for i in range(repeat):
+            entry.write_text(entry.read_text(encoding="utf-8") + f"\nProcess edit {i}.\n", encoding="utf-8")
+            procs.append(run_process(digest_cmd("build", "--root", str(work / "nl"), "--all", "--today", TODAY,
+                                                "--out", str(work / "dist")))[0])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"in_process_ms": median_ms(info["samples"]), "process_ms": median_ms(procs),
+            "editions": info["editions"]}
+
+
+def scale(sizes: list[int], per_week: int, tmp: Path) -> dict:
+    """--all over N entries in a fresh process: time per entry and peak memory."""
+    result = {}
+    for n in sizes:
+        root = tmp / f"scale-{n}"
+        make_newsletter(root, weeks=max(1, n // per_week), per_week=min(n, per_week), seed=11)
+        start = time.perf_counter()
+        info = child(CHILD_BUILD.format(root=str(root), out=str(tmp / f"scale-{n}-dist"), today=TODAY))
+        wall = time.perf_counter() - start
+        result[str(n)] = {"entries": info["entries"], "editions": info["editions"],
+                          "build_ms": round(info["build_s"] * 1000, 1), "process_ms": round(wall * 1000, 1),
+                          "ms_per_entry": round(info["build_s"] * 1000 / max(1, info["entries"]), 3),
+                          "peak_mb": round(info["peak_mb"], 1)}
+        shutil.rmtree(tmp / f"scale-{n}-dist", ignore_errors=True)
+    return result
+
+
+# -- report -------------------------------------------------------------------------------
+
+def summary(results: dict) -> dict:
+    """The issue's targets next to what was measured (ratio = measured / target)."""
+    ed = results["editions"]
+    rows = {}
+
+    def row(name: str, measured: float | None, target: float, unit: str) -> None:
+        if measured is None:
+            return
+        rows[name] = {"measured": measured, "target": target, "unit": unit,
+                      "ratio": round(measured / target, 2), "met": measured <= target}
+
+    if "20" in ed:
+        row("one 20-event edition, in-process, all outputs", ed["20"]["render_edition_total"],
+            TARGETS["edition_20_ms"], "ms")
+        row("20-event week HTML", round(ed["20"]["html_bytes"] / 1024, 1), TARGETS["html_20_kb"], "KB")
+    if "30" in ed:
+        row("30-event week HTML (after shortening)", ed["30"]["html_bytes"], TARGETS["html_30_bytes"], "bytes")
+    if "process" in results:
+        row("digest build --week W / import floor", results["process"]["ratio"], TARGETS["process_ratio"], "x")
+    if "archive" in results:
+        row("52 x 20 archive, cold (process)", round(results["archive"]["cold_process_ms"] / 1000, 2),
+            TARGETS["archive_cold_s"], "s")
+    if "incremental" in results:
+        row("rebuild after one entry changed (in-process)", results["incremental"]["in_process_ms"],
+            TARGETS["incremental_ms"], "ms")
+    big = results.get("scale", {})
+    if big:
+        largest = max(big.values(), key=lambda v: v["entries"])
+        row(f"{largest['entries']:,} entries, peak memory", largest["peak_mb"], TARGETS["peak_mb_10k"], "MB")
+    return rows
+
+
+def markdown(results: dict, previous: dict | None) -> str:
+    m = results["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python benchmarks/run.py{' --quick' if results['quick'] else ''}` on {m['date']}: {m['cpu']}, "
+        f"{m['cores']} cores, Python {m['python']}, {m['platform']}. Medians of {results['repeat']} runs; "
+        "synthetic newsletters from benchmarks/synth.py (seeded).",
+        "",
+        "## Targets (issue 7)",
+        "",
+        "| what | measured | target | ratio | met | previous run |",
+        "|---|---:|---:|---:|:-:|---:|",
+    ]
+    old = (previous or {}).get("summary", {})
+    for name, r in results["summary"].items():
+        before = old.get(name, {}).get("measured")
+        lines.append(f"| {name} | {r['measured']:,} {r['unit']} | {r['target']:,} {r['unit']} | {r['ratio']} | "
+                     f"{'yes' if r['met'] else 'no'} | {'' if before is None else f'{before:,} ' + r['unit']} |")
+    lines += ["", "## One edition, per stage (ms, median)", "",
+              "Stages run once each on the full edition (no size budget); `total` is `render_edition` "
+              "with the budget (it may shorten and render again) plus writing the files.", ""]
+    stage_names = ["read", "validate", "group", "render_mjml", "compile", "inline", "text", "eml", "write"]
+    sizes = list(results["editions"])
+    lines.append("| stage | " + " | ".join(f"{s} events" for s in sizes) + " |")
+    lines.append("|---|" + "---:|" * len(sizes))
+    for stage in stage_names + ["render_edition_total"]:
+        label = "total" if stage == "render_edition_total" else stage
+        lines.append(f"| {label} | " + " | ".join(f"{results['editions'][s][stage]:,}" for s in sizes) + " |")
+    lines.append("| HTML bytes | " + " | ".join(
+        f"{results['editions'][s]['html_bytes']:,}{' (shortened)' if results['editions'][s]['shortened'] else ''}"
+        for s in sizes) + " |")
+    lines.append("| all output bytes | " + " | ".join(f"{results['editions'][s]['all_bytes']:,}" for s in sizes) + " |")
+    if "process" in results:
+        p = results["process"]
+        lines += ["", "## As a process", "",
+                  f"- `python -c \"import jinja2, mjml, premailer\"`: {p['import_floor_ms']:,} ms",
+                  f"- `digest build --week W` (20 events): {p['build_week_ms']:,} ms ({p['ratio']}x the floor)"]
+    if "archive" in results:
+        a = results["archive"]
+        lines += ["", f"## Archive: --all, {a['editions']} editions", "",
+                  f"- cold (no output folder, no cache): {a['cold_process_ms']:,} ms as a process "
+                  f"({a['cold_build_ms']:,} ms inside build())",
+                  f"- warm (nothing changed): {a['warm_process_ms']:,} ms as a process "
+                  f"({a['warm_build_ms']:,} ms inside build())",
+                  f"- peak memory: {a['peak_mb']} MB"]
+    if "incremental" in results:
+        i = results["incremental"]
+        lines += ["", "## Incremental: one entry changed, then --all", "",
+                  f"- in a warm process (the preview server's case): {i['in_process_ms']:,} ms",
+                  f"- as a fresh `digest build --all` process: {i['process_ms']:,} ms"]
+    if results.get("scale"):
+        lines += ["", "## Scale: --all in a fresh process", "",
+                  "| entries | editions | build ms | ms per entry | peak MB |", "|---:|---:|---:|---:|---:|"]
+        for s in results["scale"].values():
+            lines.append(f"| {s['entries']:,} | {s['editions']:,} | {s['build_ms']:,} | {s['ms_per_entry']} | "
+                         f"{s['peak_mb']} |")
+    if previous:
+        lines += ["", f"Previous run: {previous.get('machine', {}).get('date', '?')}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1-2 runs: proves the benchmark works")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 7; quick: 1)")
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.json and RESULTS.md go")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["editions", "process", "archive", "incremental", "scale"])
+    args = parser.parse_args(argv)
+    repeat = args.repeat or (1 if args.quick else 7)
+    sizes = [5, 20] if args.quick else [5, 20, 30, 100, 1000]
+    results: dict = {"machine": machine(), "quick": args.quick, "repeat": repeat, "editions": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    try:
+        def newsletter(name: str, **kwargs) -> Path:
+            root = tmp / name
+            if not root.exists():
+                make_newsletter(root, **kwargs)
+            return root
+
+        def say(text: str) -> None:
+            print(text, file=sys.stderr, flush=True)
+
+        if "editions" not in args.skip:
+            for n in sizes:
+                say(f"one edition of {n} events …")
+                root = newsletter(f"week-{n}", weeks=1, per_week=n)
+                week = _busiest_week(root)
+                results["editions"][str(n)] = edition_stages(root, week, max(1, repeat if n < 1000 else
+                                                                               min(repeat, 3)))
+        if "process" not in args.skip:
+            say("digest build --week W as a process …")
+            root = newsletter("week-20", weeks=1, per_week=20)
+            results["process"] = process_floor(root, _busiest_week(root), repeat)
+        weeks, per = (3, 5) if args.quick else (52, 20)
+        if "archive" not in args.skip:
+            say(f"archive {weeks} x {per}, cold and warm …")
+            results["archive"] = archive(newsletter("archive", weeks=weeks, per_week=per),
+                                         max(1, min(repeat, 3)))
+        if "incremental" not in args.skip:
+            say("incremental rebuild …")
+            results["incremental"] = incremental(newsletter("archive", weeks=weeks, per_week=per), repeat)
+        if "scale" not in args.skip:
+            say("scale …")
+            results["scale"] = scale([20, 50] if args.quick else [1000, 10000], 20, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["summary"] = summary(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if (args.out / "results.json").exists():
+        try:
+            previous = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+        except ValueError:
+            previous = None
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    report = markdown(results, previous)
+    (args.out / "RESULTS.md").write_text(report, encoding="utf-8")
+    print(report)
+    return 0
+
+
+def _busiest_week(root: Path) -> str:
+    from digest.build import plan
+    from digest.editions import make_edition
+
+    p = plan(root, all_weeks=True, today=date.fromisoformat(TODAY))
+    return max(p.all_weeks, key=lambda w: len(make_edition(w, p.events, p.config).events))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The incremental-build cache, under OUT/.cache/: parsed entries and rendered editions.
+
+Every key is a SHA-256 of everything the cached value was made from, so a changed
+input is a different key and can never find old output:
+- an entry: the tool's fingerprint, the config, the file's path and bytes;
+- an edition: the tool's fingerprint, the config, every template file (name and
+  bytes), the profile, "today", the warnings, the neighbouring weeks and the whole
+  Edition value (every event shown, with all its fields).
+The tool's fingerprint covers digest's own source files and the versions of the
+libraries that shape the output, so editing the code or upgrading a library (not only
+bumping __version__) starts afresh. Unreadable or corrupt cache files are misses.
+Cache files are pickles: only a build run by the same user writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from digest import __version__
+from digest.config import Config
+from digest.errors import BuildError, Problem
+from digest.models import Event
+from digest.writer import write_file
+
+if TYPE_CHECKING:
+    from digest.build import BuiltEdition, Plan
+
+CACHE_DIR = ".cache"
+ENTRIES_FILE = "entries.pickle"
+#: Libraries whose version changes what a build writes.
+LIBRARIES = ("jinja2", "mjml-python", "premailer", "cssutils", "icalendar", "markdown-it-py", "PyYAML", "tzdata",
+             "MarkupSafe", "lxml")
+_PACKAGE = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=1)
+def tool_fingerprint() -> str:
+    """digest's version and source, Python's version and the output-shaping libraries'."""
+    h = hashlib.sha256(f"digest {__version__}\0python {sys.version}\0".encode())
+    for name in LIBRARIES:
+        try:
+            h.update(f"{name} {metadata.version(name)}\0".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{name} -\0".encode())
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def config_fingerprint(config: Config) -> str:
+    """Every setting (the frozen Config's repr covers each field, aliases included)."""
+    return hashlib.sha256(repr(config).encode()).hexdigest()
+
+
+def templates_fingerprint(dirs: list[Path]) -> str:
+    """Every file of every template folder, in lookup order: a template change rebuilds all."""
+    h = hashlib.sha256()
+    for folder in dirs:
+        h.update(str(folder).encode() + b"\0")
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class BuildCache:
+    """OUT/.cache: load once, ask and fill during a build, save at the end."""
+
+    def __init__(self, out: Path) -> None:
+        self.folder = out / CACHE_DIR
+        self._entries: dict[str, tuple[Event | None, list[Problem]]] | None = None
+        self._entries_used: set[str] = set()
+        self._entries_dirty = False
+        self._editions_used: set[str] = set()
+        self.hits = 0
+        self.misses = 0
+
+    # -- entries ------------------------------------------------------------------------
+
+    def _load_entries(self) -> dict[str, tuple[Event | None, list[Problem]]]:
+        if self._entries is None:
+            self._entries = {}
+            try:
+                data = pickle.loads((self.folder / ENTRIES_FILE).read_bytes())
+                if isinstance(data, dict):
+                    self._entries = data
+            except Exception:  # missing, truncated or from another Python: start afresh
+                self._entries = {}
+        return self._entries
+
+    def reader(self, config: Config) -> Callable[[Path, str, Config], tuple[Event | None, list[Problem]]]:
+        """A drop-in for digest.entries.read_entry that parses each distinct file once."""
+        from digest.entries import MAX_ENTRY_BYTES, read_entry
+
+        stored = self._load_entries()
+        base = _key(tool_fingerprint(), config_fingerprint(config))
+
+        def read(path: Path, rel: str, cfg: Config) -> tuple[Event | None, list[Problem]]:
+            try:
+                if path.stat().st_size > MAX_ENTRY_BYTES:
+                    return read_entry(path, rel, cfg)
+                raw = path.read_bytes()
+            except OSError:
+                return read_entry(path, rel, cfg)  # reports the problem its own way
+            key = _key(base, rel, hashlib.sha256(raw).hexdigest())
+            self._entries_used.add(key)
+            if cfg is config and key in stored:
+                event, problems = stored[key]
+                return event, list(problems)
+            event, problems = read_entry(path, rel, cfg)
+            if cfg is config:
+                stored[key] = (event, list(problems))
+                self._entries_dirty = True
+            return event, problems
+
+        return read
+
+    # -- editions -----------------------------------------------------------------------
+
+    def edition_key(self, p: Plan, week: str, profile: str | None, templates: str, edition: Any) -> str:
+        return _key(tool_fingerprint(), config_fingerprint(p.config), templates, week, str(profile),
+                    p.today.isoformat(), repr(p.warnings), repr(p.all_weeks), repr(edition))
+
+    def get(self, key: str) -> BuiltEdition | None:
+        self._editions_used.add(key)
+        try:
+            built = pickle.loads((self.folder / "editions" / f"{key}.pickle").read_bytes())
+        except Exception:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return built
+
+    def put(self, key: str, built: BuiltEdition) -> None:
+        self._editions_used.add(key)
+        self._write(self.folder / "editions" / f"{key}.pickle", pickle.dumps(built, pickle.HIGHEST_PROTOCOL))
+
+    # -- saving -------------------------------------------------------------------------
+
+    def save(self, *, prune_editions: bool = False) -> None:
+        """Write the entry table (only the files still in use); with PRUNE_EDITIONS (a build
+        of every week), drop the editions this build did not use."""
+        if self._entries is not None and (self._entries_dirty or set(self._entries) - self._entries_used):
+            kept = {k: v for k, v in self._entries.items() if k in self._entries_used}
+            self._write(self.folder / ENTRIES_FILE, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
+        if prune_editions and (self.folder / "editions").is_dir():
+            for path in (self.folder / "editions").glob("*.pickle"):
+                if path.stem not in self._editions_used:
+                    path.unlink(missing_ok=True)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            write_file(path, data)
+        except BuildError:
+            pass  # a cache that cannot be written only makes the next build slower
+
+
+def unchanged_on_disk(out: Path, week: str, files: dict[str, bytes]) -> bool:
+    """True when OUT/WEEK holds exactly FILES (same names, same bytes): nothing to write."""
+    folder = out / week
+    try:
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        if present != set(files):
+            return False
+        return all((folder / name).read_bytes() == data for name, data in files.items())
+    except OSError:
+        return False

@@ -1,0 +1,122 @@
+"""Rendering many editions on every core.
+
+mjml-python and premailer hold the GIL, so threads do not help; forked processes do.
+Each worker renders whole editions with the same code and the same Plan, so the bytes
+are those of a serial build. Small builds, one-core machines, platforms without fork
+and processes that already run threads (the preview server) render serially. If a
+worker fails for any reason, its weeks are rendered again here, serially, so an error
+is raised exactly as a serial build raises it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from digest.build import BuiltEdition, Plan
+    from digest.render import Renderer
+
+#: Below this many editions to render, starting processes costs more than it saves.
+MIN_PARALLEL = 6
+
+_JOB: tuple[list[Plan], list[str], Path, str | None] | None = None  # inherited by forked workers
+
+
+def week_plans(p: Plan, weeks: list[str]) -> list[Plan]:
+    """For each week, P with only the events its edition can show, in P's order.
+
+    make_edition looks at every event; over a year of weeks that is weeks x events
+    work. An edition shows events touching its week, deadlines in it, events in the
+    "further ahead" window, and undated items (ongoing, tba): this index finds those
+    in one pass, so the editions (and their cache keys) are exactly the same.
+    """
+    from digest.editions import week_bounds, week_label
+
+    config = p.config
+    zone = config.zone
+    lookback = timedelta(days=7 * (config.ahead_weeks + 1))
+    undated: list[int] = []
+    by_week: dict[str, set[int]] = {}
+    for index, event in enumerate(p.events):
+        first, last = event.first_day(zone), event.last_day(zone)
+        if first is None or last is None:
+            undated.append(index)
+            continue
+        day, end = first - lookback, max(first, last)
+        while day <= end + timedelta(days=6):
+            by_week.setdefault(week_label(min(day, end), config), set()).add(index)
+            day += timedelta(days=7)
+        if event.register_by:
+            by_week.setdefault(week_label(event.register_by, config), set()).add(index)
+    plans = []
+    for week in weeks:
+        week_bounds(week, config)  # raises for a label that names no week, as make_edition would
+        chosen = sorted(by_week.get(week, set()).union(undated))
+        plans.append(replace(p, events=tuple(p.events[i] for i in chosen)))
+    return plans
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def workers_for(count: int, jobs: int | None = None) -> int:
+    """How many processes to use for COUNT editions (1 means serial)."""
+    if jobs is not None:
+        return max(1, min(jobs, count))
+    if count < MIN_PARALLEL:
+        return 1
+    return max(1, min(cores(), count // 3))
+
+
+def _render_chunk(weeks: list[str]) -> list[BuiltEdition]:
+    from digest.build import render_edition
+    from digest.render import Renderer
+
+    assert _JOB is not None
+    plans, labels, root, profile = _JOB
+    renderer = Renderer(root)
+    return [render_edition(plans[labels.index(week)], week, renderer, profile=profile) for week in weeks]
+
+
+def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, profile: str | None = None,
+                 jobs: int | None = None) -> list[BuiltEdition]:
+    """Render WEEKS (in order; PLANS[i] for WEEKS[i]) serially or in forked processes; same bytes either way."""
+    from digest.build import render_edition
+
+    def serial(week: str) -> BuiltEdition:
+        return render_edition(plans[weeks.index(week)], week, renderer, profile=profile)
+
+    count = workers_for(len(weeks), jobs)
+    if count > 1 and (threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods()):
+        count = 1
+    if count == 1:
+        return [serial(week) for week in weeks]
+    global _JOB
+    _JOB = (plans, weeks, renderer.root, profile)
+    # Interleaved chunks (0, n, 2n, … / 1, n+1, …) balance busy and quiet stretches of the year.
+    chunks = [weeks[i::count * 2] for i in range(count * 2)]
+    done: dict[str, BuiltEdition] = {}
+    try:
+        with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [(chunk, pool.submit(_render_chunk, chunk)) for chunk in chunks if chunk]
+            for chunk, future in futures:
+                try:
+                    done.update(zip(chunk, future.result()))
+                except Exception:  # re-rendered below, where the error surfaces as in a serial build
+                    pass
+    except OSError:  # cannot fork: no memory, process limit
+        pass
+    finally:
+        _JOB = None
+    return [done[week] if week in done else serial(week) for week in weeks]

@@ -1,0 +1,187 @@
+"""The incremental-build cache never serves stale output, and parallel builds are
+byte-identical to serial ones: every cached build is compared with a fresh, uncached
+build of the same input, file by file, byte for byte."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+import digest.build
+from benchmarks.synth import make_newsletter
+from digest import cache as cache_mod
+from digest.build import build, plan
+from digest.editions import make_edition
+from digest.parallel import render_weeks, week_plans
+from digest.render import Renderer
+
+REPO = Path(__file__).resolve().parents[1]
+TODAY = date(2020, 1, 1)
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    """Every output file but the cache and the lock."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.relative_to(out).as_posix().startswith((".cache/", ".digest.lock"))}
+
+
+def fresh(root: Path, tmp: Path, **kwargs) -> dict[str, bytes]:
+    out = tmp / "fresh"
+    shutil.rmtree(out, ignore_errors=True)
+    build(root, out, all_weeks=True, today=TODAY, use_cache=False, jobs=1, **kwargs)
+    return snapshot(out)
+
+
+@pytest.fixture()
+def newsletter(tmp_path: Path) -> Path:
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=4, per_week=4, seed=3)
+    shutil.copytree(REPO / "templates", root / "templates")
+    return root
+
+
+@pytest.fixture()
+def renders(monkeypatch) -> list[str]:
+    """The weeks actually rendered (not served from the cache)."""
+    seen: list[str] = []
+    real = digest.build.render_edition
+
+    def counting(p, week, renderer, **kwargs):
+        seen.append(week)
+        return real(p, week, renderer, **kwargs)
+
+    monkeypatch.setattr(digest.build, "render_edition", counting)
+    return seen
+
+
+def test_warm_build_renders_nothing_and_matches_uncached(newsletter: Path, tmp_path: Path, renders) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    first = len(renders)
+    assert first >= 4 and (out / ".cache" / "entries.pickle").is_file()
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert len(renders) == first  # every edition came from the cache
+    assert snapshot(out) == fresh(newsletter, tmp_path)
+
+
+def test_changed_entry_rebuilds_only_its_editions_and_never_serves_stale(newsletter: Path, tmp_path: Path,
+                                                                         renders) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    entry = sorted((newsletter / "entries").rglob("*.md"))[-1]
+    entry.write_text(entry.read_text(encoding="utf-8") + "\nA sentence added by the editor.\n", encoding="utf-8")
+    renders.clear()
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert 1 <= len(renders) < 4
+    after = snapshot(out)
+    assert after == fresh(newsletter, tmp_path)
+    assert any(b"A sentence added by the editor." in data for name, data in after.items() if name.endswith(".txt"))
+
+
+def test_changed_template_rebuilds_everything(newsletter: Path, tmp_path: Path, renders) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    first = len(renders)
+    css = newsletter / "templates" / "email" / "content.css"
+    css.write_text(css.read_text(encoding="utf-8").replace("font-size: 26px", "font-size: 27px"), encoding="utf-8")
+    text = newsletter / "templates" / "email" / "digest.txt"
+    text.write_text(text.read_text(encoding="utf-8") + "\nA footer line from the new template.\n", encoding="utf-8")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert len(renders) == 2 * first
+    after = snapshot(out)
+    assert after == fresh(newsletter, tmp_path)
+    assert all(b"A footer line from the new template." in data for name, data in after.items()
+               if name.endswith("digest.txt"))
+
+
+def test_changed_config_and_today_and_profile_are_new_keys(newsletter: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    toml = newsletter / "digest.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("Synthetic Prevention Events", "Renamed Events"),
+                    encoding="utf-8")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert snapshot(out) == fresh(newsletter, tmp_path)
+    assert b"Renamed Events" in snapshot(out)[sorted(n for n in snapshot(out) if n.endswith("digest.html"))[0]]
+    build(newsletter, out, all_weeks=True, today=date(2020, 1, 2), jobs=1, profile="mailchimp")
+    shutil.rmtree(tmp_path / "fresh")
+    build(newsletter, tmp_path / "fresh", all_weeks=True, today=date(2020, 1, 2), use_cache=False, jobs=1,
+          profile="mailchimp")
+    assert snapshot(out) == snapshot(tmp_path / "fresh")
+
+
+def test_new_tool_version_starts_afresh(newsletter: Path, tmp_path: Path, renders, monkeypatch) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    first = len(renders)
+    monkeypatch.setattr(cache_mod, "tool_fingerprint", lambda: "another version of digest")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert len(renders) == 2 * first
+
+
+def test_fingerprint_covers_source_and_libraries() -> None:
+    cache_mod.tool_fingerprint.cache_clear()
+    value = cache_mod.tool_fingerprint()
+    assert len(value) == 64 and value == cache_mod.tool_fingerprint()
+
+
+def test_corrupt_or_foreign_cache_files_are_misses(newsletter: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    (out / ".cache" / "entries.pickle").write_bytes(b"not a pickle")
+    for path in (out / ".cache" / "editions").glob("*.pickle"):
+        path.write_bytes(path.read_bytes()[:20])
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert snapshot(out) == fresh(newsletter, tmp_path)
+    assert isinstance(pickle.loads((out / ".cache" / "entries.pickle").read_bytes()), dict)
+
+
+def test_damaged_output_folder_is_rewritten(newsletter: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    html = sorted(out.glob("*/digest.html"))[0]
+    html.write_bytes(b"edited by hand")
+    (html.parent / "events.ics").unlink()
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert snapshot(out) == fresh(newsletter, tmp_path)
+
+
+def test_removed_entry_leaves_no_trace(newsletter: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    gone = sorted((newsletter / "entries").rglob("*.md"))[0]
+    title = gone.read_text(encoding="utf-8").split("title: ", 1)[1].split("\n", 1)[0].strip('"')
+    gone.unlink()
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    after = fresh(newsletter, tmp_path)
+    assert not any(title.encode() in data for name, data in after.items() if name.endswith("digest.txt"))
+    assert {k: v for k, v in snapshot(out).items() if k in after} == after
+
+
+def test_parallel_build_is_byte_identical_to_serial(tmp_path: Path) -> None:
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=8, per_week=3, seed=5)
+    p = plan(root, all_weeks=True, today=TODAY)
+    weeks = list(p.weeks)
+    plans = week_plans(p, weeks)
+    renderer = Renderer(root)
+    serial = render_weeks(plans, weeks, renderer, jobs=1)
+    forked = render_weeks(plans, weeks, renderer, jobs=2)
+    assert [b.files for b in forked] == [b.files for b in serial]
+    build(root, tmp_path / "a", all_weeks=True, today=TODAY, use_cache=False, jobs=2)
+    build(root, tmp_path / "b", all_weeks=True, today=TODAY, use_cache=False, jobs=1)
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+
+
+def test_week_index_gives_the_same_editions(tmp_path: Path) -> None:
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=10, per_week=3, seed=9)
+    p = plan(root, all_weeks=True, today=TODAY)
+    weeks = list(p.weeks) + ["2019-W50", "2021-W10"]
+    for week, q in zip(weeks, week_plans(p, weeks)):
+        assert make_edition(week, q.events, q.config, list(q.all_weeks)) == \
+            make_edition(week, p.events, p.config, list(p.all_weeks))
