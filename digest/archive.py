@@ -1,8 +1,8 @@
 """The web archive: each edition's web page, the list of every edition, an Atom feed
 and one calendar of every scheduled event.
 
-`build` calls `web_pages` before it writes (an edition's `index.html` goes into the
-edition's own atomic folder write) and `write_archive` after, under the same lock.
+`build` calls `prepare_archive` before it writes (an edition's `index.html` goes into
+the edition's own atomic folder write) and `write_archive` after, under the same lock.
 The archive lists what is on disk (every `OUT/<week>/manifest.json`), not only what
 this run built. An edition page's previous/next links depend on which editions exist,
 so they sit between two markers and are brought up to date in older pages as editions
@@ -53,6 +53,9 @@ class Listed:
     preheader: str
     count: int
     events: tuple[tuple[str, str], ...]  # (title, organizer)
+    #: The edition's address relative to OUT: "2020-W41/", or its email HTML when an
+    #: older build left no web page.
+    href: str = ""
 
     @property
     def range(self) -> str:
@@ -67,14 +70,14 @@ class Listed:
         return self.week[:4]
 
 
-def listed(manifest: dict[str, Any], where: str) -> Listed:
+def listed(manifest: dict[str, Any], where: str, *, page: bool = True) -> Listed:
     """A manifest's dict as a Listed; BuildError naming WHERE when it lacks what the archive needs."""
     try:
         events = tuple((str(e["title"]), str(e["organizer"])) for e in manifest.get("events", ()))
         return Listed(week=str(manifest["week"]), first=date.fromisoformat(manifest["first_day"]),
                       last=date.fromisoformat(manifest["last_day"]), subject=str(manifest["subject"]),
                       preheader=str(manifest.get("preheader", "")), count=int(manifest["counts"]["events"]),
-                      events=events)
+                      events=events, href=f"{manifest['week']}/" + ("" if page else "digest.html"))
     except (KeyError, TypeError, ValueError) as exc:
         raise BuildError(f"{where}: not a digest manifest ({type(exc).__name__}: {exc}); rebuild that edition "
                          "or remove its folder, then build again. Nothing was written.") from None
@@ -96,7 +99,7 @@ def on_disk(out: Path) -> dict[str, Listed]:
                              "then build again. Nothing was written.") from None
         if not isinstance(data, dict):
             raise BuildError(f"{manifest}: expected a JSON object; rebuild that edition or remove its folder.")
-        item = listed(data, str(manifest))
+        item = listed(data, str(manifest), page=(folder / "index.html").is_file())
         if item.week != folder.name:
             raise BuildError(f"{manifest}: names week {item.week!r} but lives in {folder.name}/; "
                              "rebuild that edition or remove its folder.")
@@ -178,15 +181,6 @@ def edition_page(renderer: WebRenderer, p: Plan, item: BuiltEdition, listing: li
     return _tidy(renderer.render("edition.html", context)).encode("utf-8")
 
 
-def web_pages(out: Path, p: Plan, built: list[BuiltEdition]) -> dict[str, dict[str, bytes]]:
-    """WEEK -> {"index.html": page} for every edition of this run (read the disk, write nothing)."""
-    if not built:
-        return {}
-    listing = catalogue(out, built)
-    renderer = WebRenderer(p.config.root)
-    return {item.week: {"index.html": edition_page(renderer, p, item, listing)} for item in built}
-
-
 # -- the archive's own files ---------------------------------------------------
 
 def _tidy(html: str) -> str:
@@ -235,7 +229,7 @@ def feed_bytes(config: Config, listing: list[Listed]) -> bytes:
         moment = _moment(item.first, config)
         entry.updated(moment)
         entry.published(moment)
-        entry.link(href=f"{base}{item.week}/", rel="alternate", type="text/html")
+        entry.link(href=f"{base}{item.href}", rel="alternate", type="text/html")
         if item.preheader:
             entry.summary(item.preheader)
         renderer = renderer or jinja2.Environment(autoescape=True).from_string(_FEED_CONTENT)
@@ -263,9 +257,10 @@ def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> 
     return _tidy(renderer.render("index.html", context)).encode("utf-8")
 
 
-def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Listed], skip: set[str]) -> list[Path]:
-    """Bring the previous/next links of older pages up to date; touch only pages whose links changed."""
-    changed = []
+def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Listed],
+           skip: set[str]) -> dict[str, bytes]:
+    """Older pages whose previous/next links are out of date, brought up to date: "WEEK/index.html" -> page."""
+    changed = {}
     for item in listing:
         page = out / item.week / "index.html"
         if item.week in skip or not page.is_file():
@@ -277,25 +272,39 @@ def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Liste
         tail = rest.split(NAV_END, 1)[1]
         fresh = head + nav_html(renderer, config, listing, item.week) + tail
         if fresh != html:
-            write_file(page, fresh.encode("utf-8"))
-            changed.append(page)
+            changed[f"{item.week}/index.html"] = fresh.encode("utf-8")
     return changed
 
 
-def archive_files(out: Path, p: Plan) -> dict[str, bytes]:
-    """OUT's index.html, feed.xml and events.ics, in memory."""
-    listing = catalogue(out, ())
-    renderer = WebRenderer(p.config.root)
-    return {"index.html": index_page(renderer, p.config, listing), "feed.xml": feed_bytes(p.config, listing),
-            "events.ics": calendar_of_everything(p)}
+@dataclass(frozen=True)
+class Archive:
+    """Everything the archive writes, rendered before anything is written."""
+
+    #: WEEK -> {"index.html": the web version}, written with the edition's own folder.
+    pages: dict[str, dict[str, bytes]]
+    #: Paths under OUT -> bytes: index.html, feed.xml, events.ics and older pages' new links.
+    files: dict[str, bytes]
 
 
-def write_archive(out: Path, p: Plan, built: list[BuiltEdition]) -> list[Path]:
-    """After the editions are written (under the build lock): older pages' links, then the archive files."""
-    listing = catalogue(out, ())
+def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition]) -> Archive:
+    """Read what OUT holds and render the archive as it will be once BUILT is written (writes nothing).
+
+    Call it under the build lock: it reads the editions already on disk.
+    """
+    listing = catalogue(out, built)
     renderer = WebRenderer(p.config.root)
-    written = _renav(out, renderer, p.config, listing, {item.week for item in built})
-    for name, data in archive_files(out, p).items():
+    pages = {item.week: {"index.html": edition_page(renderer, p, item, listing)} for item in built}
+    files = _renav(out, renderer, p.config, listing, set(pages))
+    files.update({"index.html": index_page(renderer, p.config, listing),
+                  "feed.xml": feed_bytes(p.config, listing),
+                  "events.ics": calendar_of_everything(p)})
+    return Archive(pages, files)
+
+
+def write_archive(out: Path, archive: Archive) -> list[Path]:
+    """After the editions are written: the archive's files, each atomically; unchanged files are not touched."""
+    written = []
+    for name, data in sorted(archive.files.items()):
         path = out / name
         if not path.is_file() or path.read_bytes() != data:
             write_file(path, data)

@@ -261,15 +261,15 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
     cache = BuildCache(out) if use_cache else None
     p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache)
     built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs)
-    from digest.archive import web_pages, write_archive
+    from digest.archive import prepare_archive, write_archive
 
     with locked(out):
-        pages = web_pages(out, p, built)  # each edition's index.html, part of its atomic folder
+        archive = prepare_archive(out, p, built)  # the web archive, rendered before anything is written
         for item in built:
-            files = {**item.files, **pages.get(item.week, {})}
+            files = {**item.files, **archive.pages.get(item.week, {})}
             if not (cache and unchanged_on_disk(out, item.week, files)):
                 write_tree(out, item.week, files)
-        write_archive(out, p, built)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
+        write_archive(out, archive)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
         if cache:
             cache.save(prune_editions=all_weeks)
     return p, built
