@@ -140,8 +140,14 @@ class WebRenderer:
         try:
             return self.env.get_template(name).render(context)
         except jinja2.TemplateError as exc:
-            where = getattr(exc, "filename", None) or f"templates/web/{name}"
-            line = getattr(exc, "lineno", None)
+            where, line = f"templates/web/{name}", None
+            if isinstance(exc, jinja2.TemplateSyntaxError):
+                where, line = exc.filename or where, exc.lineno
+            tb = exc.__traceback__
+            while tb is not None:  # the innermost frame inside a template file names it and its line
+                if any(tb.tb_frame.f_code.co_filename.startswith(str(d)) for d in self.dirs):
+                    where, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+                tb = tb.tb_next
             for d in self.dirs:
                 if str(where).startswith(str(d)):
                     where = "templates/web/" + Path(where).relative_to(d).as_posix()

@@ -18,7 +18,7 @@ from icalendar import Calendar
 from digest.build import build
 from digest.config import load_config
 from digest.entries import load_events
-from digest.errors import BuildError
+from digest.errors import BuildError, InputError
 from tests.conftest import REPO, copy_example, event_fields
 
 A = "{http://www.w3.org/2005/Atom}"
@@ -286,3 +286,26 @@ def test_a_newsletter_can_override_a_web_template(tmp_path: Path) -> None:
     assert (out / "index.html").read_text(encoding="utf-8") == (
         "<!doctype html><html lang=\"en\"><title>Atrocity Prevention Events</title>"
         "<a href=\"2020-W41/\">2020-W41</a></html>\n")
+
+
+def test_an_older_edition_without_a_web_page_is_linked_by_its_email(dist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    shutil.copytree(dist / "2020-W40", out / "2020-W40")
+    (out / "2020-W40" / "index.html").unlink()  # built before the archive existed
+    build(REPO, out, weeks=["2020-W41"], today=TODAY)
+    assert "2020-W40/digest.html" in parse(out / "index.html").links
+    assert 'href="../2020-W40/digest.html" rel="prev"' in (out / "2020-W41" / "index.html").read_text(encoding="utf-8")
+    hrefs = [e.find(f"{A}link").get("href") for e in ET.parse(out / "feed.xml").getroot().findall(f"{A}entry")]
+    assert hrefs == ["https://events.example.org/2020-W41/", "https://events.example.org/2020-W40/digest.html"]
+
+
+def test_a_broken_web_template_is_reported_and_nothing_is_written(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "newsletter")
+    (root / "templates" / "web" / "nav.html").write_text("{{ previous.nonsense }}", encoding="utf-8")
+    out = tmp_path / "dist"
+    with pytest.raises(InputError) as caught:
+        build(root, out, all_weeks=True, today=TODAY)
+    assert [str(p) for p in caught.value.problems] == [
+        "templates/web/nav.html:1: template error: 'None' has no attribute 'nonsense' "
+        "(see README.md, Web archive, for the names a web template gets)"]
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
