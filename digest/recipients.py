@@ -56,6 +56,8 @@ def address_problem(address: str) -> str | None:
     local, at, domain = address.rpartition("@")
     if not at or not local:
         return "no '@' with a local part before it"
+    if not domain:
+        return "nothing after '@'"
     if len(local) > 64 or len(address) > 254:
         return "too long (RFC 5321 allows 64 characters before '@' and 254 in all)"
     if not _LOCAL.match(local):
