@@ -92,13 +92,29 @@ def read_source(source: str, opener: Callable[..., Any] = urllib.request.urlopen
     return data, None
 
 
-def _decode(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise import_error(source, f"not UTF-8 text (byte 0x{data[exc.start]:02x})", line,
-                           "RFC 5545 calendars are UTF-8; re-export the feed") from None
+def unfold(data: bytes, source: str) -> list[tuple[int, str]]:
+    """(line number, text) of each content line, unfolded as bytes first.
+
+    RFC 5545 folds at 75 octets, which may split a UTF-8 character: the bytes are
+    joined before decoding, and a decoding error names the line it is on.
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    logical: list[tuple[int, bytes]] = []
+    for number, line in enumerate(re.split(rb"\r\n|\n|\r", data), 1):
+        if line[:1] in (b" ", b"\t") and logical:
+            start, previous = logical[-1]
+            logical[-1] = (start, previous + line[1:])
+        elif line.strip():
+            logical.append((number, line))
+    out = []
+    for number, line in logical:
+        try:
+            out.append((number, line.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            raise import_error(source, f"not UTF-8 text (byte 0x{line[exc.start]:02x})", number,
+                               "RFC 5545 calendars are UTF-8; re-export the feed") from None
+    return out
 
 
 # --- the line scanner: structure and line numbers ---------------------------------------
@@ -121,16 +137,8 @@ def _split_content_line(text: str) -> tuple[str, str] | None:
     return None
 
 
-def scan(text: str, source: str) -> list[_Scanned]:
+def scan(logical: list[tuple[int, str]], source: str) -> list[_Scanned]:
     """Check the feed's structure line by line; the components, with their lines, in order."""
-    physical = re.split(r"\r\n|\n|\r", text)
-    logical: list[tuple[int, str]] = []
-    for number, line in enumerate(physical, 1):
-        if line[:1] in (" ", "\t") and logical:
-            start, previous = logical[-1]
-            logical[-1] = (start, previous + line[1:])
-        elif line.strip():
-            logical.append((number, line))
     if not logical:
         raise import_error(source, "the file is empty", hint="export the calendar again")
     first_line, first = logical[0]
@@ -375,8 +383,9 @@ def parse_ics(data: bytes | str, source: str, *, canonical: Callable[[str], str]
               window: Window = Window(), base_url: str | None = None,
               organizer: str | None = None) -> tuple[list[Draft], list[str]]:
     """Every event of the feed (recurring ones expanded in WINDOW) as Drafts, and notes on the feed."""
-    text = _decode(data, source) if isinstance(data, bytes) else data
-    scanned = scan(text, source)
+    logical = unfold(data if isinstance(data, bytes) else data.encode("utf-8"), source)
+    scanned = scan(logical, source)
+    text = "".join(line + "\r\n" for _, line in logical)
     try:
         calendar = icalendar.Calendar.from_ical(text)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -406,7 +415,7 @@ def parse_ics(data: bytes | str, source: str, *, canonical: Callable[[str], str]
             prop = (name or "").upper()
             line = (scanned_event.props.get(prop) or [scanned_event.line])[0]
             if prop in ("DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE", "RECURRENCE-ID") or not prop:
-                raise import_error(source, f"{prop or 'a line'} cannot be read: {message}", line,
+                raise import_error(source, f"cannot be read: {message}" if prop else f"a line cannot be read: {message}", line,
                                    "fix the value (e.g. DTSTART:20201007T090000Z) or re-export the feed",
                                    prop or None)
             feed_notes.append(f"line {line}: {prop} ignored ({message})")
