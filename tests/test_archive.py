@@ -309,3 +309,29 @@ def test_a_broken_web_template_is_reported_and_nothing_is_written(tmp_path: Path
         "templates/web/nav.html:1: template error: 'None' has no attribute 'nonsense' "
         "(see README.md, Web archive, for the names a web template gets)"]
     assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_pages_fit_a_phone_screen_without_javascript(newsletter, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("no Chromium at /usr/bin/chromium")
+    n = newsletter()
+    n.entry("2020/long.md", event_fields(title="Supercalifragilisticexpialidocious" * 3,
+                                         register="https://example.org/" + "a" * 200),
+            body="See https://example.org/" + "b" * 200 + " and\n\n```\n" + "c" * 300 + "\n```")
+    out = tmp_path / "dist"
+    build(n.root, out, weeks=["2020-W41"], today=TODAY)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 360, "height": 740}, java_script_enabled=False)
+            for name in ("index.html", "2020-W41/index.html"):
+                page.goto((out / name).as_uri())
+                assert page.locator("h1").count() == 1
+                # Nothing sticks out sideways: no horizontal scrolling on a phone.
+                assert page.evaluate("document.documentElement.scrollWidth") <= 360, name
+        finally:
+            browser.close()
