@@ -306,8 +306,8 @@ def test_a_broken_web_template_is_reported_and_nothing_is_written(tmp_path: Path
     with pytest.raises(InputError) as caught:
         build(root, out, all_weeks=True, today=TODAY)
     assert [str(p) for p in caught.value.problems] == [
-        "templates/web/nav.html:1: template error: 'None' has no attribute 'nonsense' "
-        "(see README.md, Web archive, for the names a web template gets)"]
+        ("templates/web/nav.html:1: template error: 'None' has no attribute 'nonsense' "
+         "(see README.md, Web archive, for the names a web template gets)")]
     assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
 
 
