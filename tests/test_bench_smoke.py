@@ -1,0 +1,49 @@
+"""The benchmark runs end to end in its tiny mode and writes its reports.
+No timing is asserted: only that every section ran and the files are well formed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert set(results) >= {"machine", "editions", "process", "archive", "incremental", "scale", "summary"}
+    assert set(results["editions"]) == {"5", "20"}
+    for stages in results["editions"].values():
+        assert stages["html_bytes"] > 0 and stages["files"] >= 4
+        assert all(stages[s] >= 0 for s in ("read", "validate", "group", "render_mjml", "compile", "inline", "text",
+                                            "eml", "write"))
+    assert results["editions"]["20"]["events"] == 20
+    assert results["archive"]["editions"] >= 3
+    assert {row["unit"] for row in results["summary"].values()} <= {"ms", "KB", "bytes", "x", "s", "MB"}
+    report = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert "| stage |" in report and "## Targets" in report
+    # A second run compares with the first.
+    again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path),
+                            "--skip", "process", "--skip", "archive", "--skip", "incremental", "--skip", "scale"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Previous run:" in (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+
+
+def test_synthetic_newsletter_is_seeded(tmp_path: Path) -> None:
+    from benchmarks.synth import make_newsletter
+
+    make_newsletter(tmp_path / "a", weeks=2, per_week=3, seed=4)
+    make_newsletter(tmp_path / "b", weeks=2, per_week=3, seed=4)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.md"))
+    assert len(files) == 6
+    for rel in files:
+        text = (tmp_path / "a" / rel).read_text(encoding="utf-8")
+        assert text == (tmp_path / "b" / rel).read_text(encoding="utf-8")
+        body = text.split("\n---\n", 1)[1]
+        assert 300 <= len(body) <= 1400
