@@ -13,7 +13,13 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 from digest.errors import InputError
-from digest.importers.ics import Window, description_markdown, iana_for, parse_ics, read_source
+from digest.importers.ics import (
+    Window,
+    description_markdown,
+    iana_for,
+    parse_ics,
+    read_source,
+)
 from digest.importers.writer import fields_for_test
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,8 +184,8 @@ def test_broken_feed_names_the_line_and_writes_nothing(root: Path):
      "x.ics:3: not UTF-8 text (byte 0xe9)"),
     (b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:1\r\nSUMMARY:No start\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
      "x.ics:2: field 'DTSTART': event 'No start' has no DTSTART"),
-    (b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:1\r\nDTSTART:20201007T090000Z\r\nRRULE:FREQ=SOMETIMES\r\n"
-     b"END:VEVENT\r\nEND:VCALENDAR\r\n", "x.ics:5: field 'RRULE': cannot be read"),
+    ((b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:1\r\nDTSTART:20201007T090000Z\r\nRRULE:FREQ=SOMETIMES\r\n"
+      b"END:VEVENT\r\nEND:VCALENDAR\r\n"), "x.ics:5: field 'RRULE': cannot be read"),
     (b"", "x.ics: the file is empty"),
 ])
 def test_malformed_feeds_give_a_clear_error(content: bytes, message: str):

@@ -8,9 +8,10 @@ overwriting an entry an editor has changed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from digest.errors import InputError, Problem
 

@@ -13,7 +13,7 @@ from digest.importers import Draft, format_report, import_error
 
 
 def _is_calendar(source: str, data: bytes) -> bool:
-    if re.match(r"^https?://", source, re.I):
+    if re.match(r"^https?://", source, re.IGNORECASE):
         return True
     return source.lower().endswith((".ics", ".ical", ".ifb", ".icalendar")) or \
         data.lstrip(b"\xef\xbb\xbf \t\r\n")[:15].upper() == b"BEGIN:VCALENDAR"
@@ -79,7 +79,7 @@ def import_command(source: str, into: Path | None, dry_run: bool, force: bool, f
     if window.first and window.last and window.last < window.first:
         raise import_error("--until", f"{window.last} is before --from {window.first}", hint="swap the dates")
     data, base_url = read_source(source)
-    label = source if re.match(r"^https?://", source, re.I) else Path(source).name
+    label = source if re.match(r"^https?://", source, re.IGNORECASE) else Path(source).name
     notes: list[str] = []
     if _is_calendar(source, data):
         drafts, notes = parse_ics(data, label, canonical=config.canonical_organizer, window=window,

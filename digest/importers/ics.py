@@ -13,11 +13,12 @@ import html
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -64,7 +65,7 @@ class _Scanned:
 
 def read_source(source: str, opener: Callable[..., Any] = urllib.request.urlopen) -> tuple[bytes, str | None]:
     """The bytes of SOURCE (a file path or an https:// URL) and the base URL for relative links."""
-    if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.I):
+    if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE):
         scheme = urlsplit(source).scheme.lower()
         if scheme not in ("https", "http"):
             raise import_error(source, f"cannot fetch {scheme}:// addresses", hint="give an https:// URL or a file")
@@ -499,7 +500,7 @@ def _rid(moment: date | datetime) -> str:
     if isinstance(moment, datetime):
         if moment.tzinfo is None:
             return moment.strftime("%Y%m%dT%H%M%S")
-        return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return moment.strftime("%Y%m%d")
 
 
@@ -548,7 +549,7 @@ def _wall(moment: date | datetime, zone: tzinfo | None, master_is_day: bool, at:
     return datetime.combine(moment, time() if master_is_day else at)
 
 
-def _expand(master: Any, line: int, overrides: list[tuple[Any, int]], window: Window, ctx: "_Context",
+def _expand(master: Any, line: int, overrides: list[tuple[Any, int]], window: Window, ctx: _Context,
             notes: list[str]) -> list[Draft]:
     source = ctx.source
     start = master.decoded("DTSTART")
@@ -766,7 +767,7 @@ class _Context:
 
         if location:
             d.set("location", location)
-            if re.match(r"https?://", location, re.I):
+            if re.match(r"https?://", location, re.IGNORECASE):
                 d.set("online", True)
         else:
             d.lacks("location", "the event has no LOCATION")

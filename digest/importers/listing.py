@@ -17,7 +17,7 @@ from dateutil import parser as dateparser
 
 from digest.importers import Draft, DraftBuilder
 
-ORGANIZER_LINE = re.compile(r"^[ \t]*Organi[sz]ed[ \t]+by[ \t]*:[ \t]*(?P<name>\S.*?)[ \t]*$", re.I | re.M)
+ORGANIZER_LINE = re.compile(r"^[ \t]*Organi[sz]ed[ \t]+by[ \t]*:[ \t]*(?P<name>\S.*?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 _MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|"
            "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec")
@@ -28,35 +28,35 @@ DATE_RE = re.compile(
     rf"(?:(?P<r1>\d{{1,2}}){_ORD}\s*(?:-|–|—|to|until)\s*)?(?P<d1>\d{{1,2}}){_ORD}\s+(?:of\s+)?(?P<m1>{_MONTHS})\.?,?\s+(?P<y1>\d{{4}})"
     rf"|(?P<m2>{_MONTHS})\.?\s+(?P<d2>\d{{1,2}}){_ORD}(?:\s*(?:-|–|—|to|until)\s*(?P<r2>\d{{1,2}}){_ORD})?,?\s+(?P<y2>\d{{4}})"
     rf")\b",
-    re.I,
+    re.IGNORECASE,
 )
 _TIME = r"\d{1,2}(?:[:.]\d{2})?(?:\s*[ap]\.?\s?m\.?)?"
 TIME_RANGE_RE = re.compile(
     rf"(?:from|at|between)?\s*(?P<t1>{_TIME})\s*(?:-|–|—|to|until|and)\s*(?P<t2>{_TIME})"
     r"(?:\s*\(?\s*(?P<tz>(?:UTC|GMT)\s*[+-−]\s*\d{1,2}(?::?\d{2})?|[A-Z]{2,5})\s*\)?)?",
-    re.I,
+    re.IGNORECASE,
 )
 TIME_AT_RE = re.compile(
     rf"(?:at|from|starting at)\s+(?P<t1>{_TIME})"
     r"(?:\s*\(?\s*(?P<tz>(?:UTC|GMT)\s*[+-−]\s*\d{1,2}(?::?\d{2})?|[A-Z]{2,5})\s*\)?)?",
-    re.I,
+    re.IGNORECASE,
 )
 DEADLINE_RE = re.compile(
     r"(?:deadline|rsvp|register|registration|sign[ -]?up|apply|applications?)\b[^.\n]{0,60}?"
     r"(?:\bby|\bbefore|\bis|\buntil|\bon|\bcloses(?:\s+on)?|:)\s+(?P<date>" + DATE_RE.pattern + ")",
-    re.I,
+    re.IGNORECASE,
 )
-URL_RE = re.compile(r"\b(?:https?://|mailto:)[^\s<>()\[\]\"“”]+[^\s<>()\[\]\"“”.,;:!?]", re.I)
+URL_RE = re.compile(r"\b(?:https?://|mailto:)[^\s<>()\[\]\"“”]+[^\s<>()\[\]\"“”.,;:!?]", re.IGNORECASE)
 # Calls to action whose link did not survive the copy: without the link they are noise.
 DANGLING_RE = re.compile(
     r"^\W*(?:(?:more\s+information|more\s+info|details|information)\s+(?:and|&)\s+)?"
     r"(?:register|registration|rsvp|sign[ -]?up|click|more\s+information|read\s+more|learn\s+more)"
     r"(?:\s+(?:here|now|online|below))?\s*[:.!]?\W*$",
-    re.I,
+    re.IGNORECASE,
 )
-_REGISTER_HERE_TAIL = re.compile(r",?\s*(?:please\s+)?(register|rsvp|sign up)\s+(?:here|below|at)\s*:?\s*$", re.I)
-ONLINE_RE = re.compile(r"\b(online|virtual(?:ly)?|webinar|web conference|zoom|livestream(?:ed)?|live[- ]stream(?:ed)?)\b", re.I)
-SELF_PACED_RE = re.compile(r"\b(self[- ]paced|online course|e-?learning course|mooc|on[- ]demand course)\b", re.I)
+_REGISTER_HERE_TAIL = re.compile(r",?\s*(?:please\s+)?(register|rsvp|sign up)\s+(?:here|below|at)\s*:?\s*$", re.IGNORECASE)
+ONLINE_RE = re.compile(r"\b(online|virtual(?:ly)?|webinar|web conference|zoom|livestream(?:ed)?|live[- ]stream(?:ed)?)\b", re.IGNORECASE)
+SELF_PACED_RE = re.compile(r"\b(self[- ]paced|online course|e-?learning course|mooc|on[- ]demand course)\b", re.IGNORECASE)
 QUOTED_RE = re.compile(r"[“\"]([^“”\"]{8,200}?)[”\"]")
 _HONORIFIC = r"(?:(?:Ms|Mr|Mrs|Mx|Dr|Prof|Professor|Sir|Dame|Amb|Ambassador|H\.E|Hon|Rev|Judge|Justice)\.?\s+)"
 _PARTICLES = {"de", "da", "del", "della", "van", "von", "der", "den", "al", "el", "bin", "ibn", "la", "le", "du",
@@ -133,7 +133,7 @@ def _block(organizer: str, text: str, origin: str, canonical) -> Draft:
     _event_date(d, flat, deadline_spans)
 
     if urls:
-        register = next((u for u in urls if re.search(r"regist|rsvp|sign|ticket|apply", u, re.I)), urls[0])
+        register = next((u for u in urls if re.search(r"regist|rsvp|sign|ticket|apply", u, re.IGNORECASE)), urls[0])
         if not register.lower().startswith("mailto:") or "@" in register:
             d.set("register", register)
             if len(set(urls)) > 1:
@@ -150,9 +150,10 @@ def _block(organizer: str, text: str, origin: str, canonical) -> Draft:
         d.lacks("location", "the text names no place")
 
     if "start" not in d.values:
-        if SELF_PACED_RE.search(flat):
+        course = SELF_PACED_RE.search(flat)
+        if course:
             d.set("status", "ongoing")
-            d.doubt("status", f"ongoing: no date, and the text says {SELF_PACED_RE.search(flat).group(0)!r}; "
+            d.doubt("status", f"ongoing: no date, and the text says {course.group(0)!r}; "
                     "add 'until:' if the course closes")
         else:
             d.set("status", "tba")
@@ -232,19 +233,20 @@ def _event_date(d: DraftBuilder, flat: str, excluded: list[tuple[int, int]]) -> 
     single = None if t else (TIME_AT_RE.search(tail) or TIME_AT_RE.search(head))
     if t:
         t1, t2 = t.group("t1"), t.group("t2")
-        meridiem = re.search(r"[ap]\.?\s?m\.?", t2, re.I)
-        if meridiem and not re.search(r"[ap]\.?\s?m", t1, re.I):
+        meridiem = re.search(r"[ap]\.?\s?m\.?", t2, re.IGNORECASE)
+        if meridiem and not re.search(r"[ap]\.?\s?m", t1, re.IGNORECASE):
             t1 = f"{t1} {meridiem.group(0)}"
         start_t, end_t = _parse_time(t1), _parse_time(t2)
-        if start_t and end_t and ":" not in t.group("t1") + t.group("t2") and not re.search(r"[ap]\.?\s?m", t.group(0), re.I):
+        if start_t and end_t and ":" not in t.group("t1") + t.group("t2") and not re.search(r"[ap]\.?\s?m", t.group(0), re.IGNORECASE):
             start_t = end_t = None  # "7-9" with no colon and no am/pm is not a time range
     elif single:
         start_t, end_t = _parse_time(single.group("t1")), None
-        if start_t and ":" not in single.group("t1") and not re.search(r"[ap]\.?\s?m", single.group("t1"), re.I):
+        if start_t and ":" not in single.group("t1") and not re.search(r"[ap]\.?\s?m", single.group("t1"), re.IGNORECASE):
             start_t = None
     else:
         start_t = end_t = None
-    zone_text = (t or single).group("tz") if (t or single) and start_t else None
+    timing = t or single
+    zone_text = timing.group("tz") if timing and start_t else None
     if start_t is None:
         d.set("start", first.isoformat())
         if last != first:
@@ -254,14 +256,13 @@ def _event_date(d: DraftBuilder, flat: str, excluded: list[tuple[int, int]]) -> 
         return
     start = datetime.combine(first, start_t)
     end = datetime.combine(last, end_t) if end_t else None
-    if end is not None and end <= start:
-        if last == first and end_t < start_t:
-            end += timedelta(days=1)
-            d.doubt("end", "the end time is before the start time: read as the next day")
+    if end is not None and end <= start and last == first and end_t is not None and end_t < start_t:
+        end += timedelta(days=1)
+        d.doubt("end", "the end time is before the start time: read as the next day")
     offset = None
     if zone_text:
         zone_text = zone_text.replace("−", "-").replace(" ", "")
-        fixed = re.fullmatch(r"(?:UTC|GMT)([+-])(\d{1,2})(?::?(\d{2}))?", zone_text, re.I)
+        fixed = re.fullmatch(r"(?:UTC|GMT)([+-])(\d{1,2})(?::?(\d{2}))?", zone_text, re.IGNORECASE)
         if fixed:
             minutes = int(fixed.group(2)) * 60 + int(fixed.group(3) or 0)
             offset = timezone(timedelta(minutes=minutes if fixed.group(1) == "+" else -minutes))
@@ -405,8 +406,9 @@ def _markdown(paragraphs: list[list[str]], has_links: bool) -> tuple[str, list[s
             if not has_links and DANGLING_RE.match(text):
                 dropped.append(text.strip("*_ "))
                 continue
-            if not has_links and _REGISTER_HERE_TAIL.search(text):
-                dropped.append(_REGISTER_HERE_TAIL.search(text).group(0).strip(" ,:"))
+            tail = _REGISTER_HERE_TAIL.search(text)
+            if not has_links and tail:
+                dropped.append(tail.group(0).strip(" ,:"))
                 text = _REGISTER_HERE_TAIL.sub(r", please \1.", text)
                 text = re.sub(r"^,\s*please", "Please", text)
             lines.append(text)
@@ -419,11 +421,11 @@ def _markdown(paragraphs: list[list[str]], has_links: bool) -> tuple[str, list[s
             if heading:
                 out.append(f"**{lines[0].strip('*_ ')}**")
                 lines = lines[1:]
-            items = "\n".join("- " + _agenda_line(line) for line in lines)
+            listed = "\n".join("- " + _agenda_line(line) for line in lines)
             if not heading and out and out[-1].startswith("- ") and index and _agenda(paragraphs[index - 1]):
-                out[-1] += "\n" + items  # consecutive agenda paragraphs: one list
+                out[-1] += "\n" + listed  # consecutive agenda paragraphs: one list
             else:
-                out.append(items)
+                out.append(listed)
         elif _bullets(lines):
             items: list[str] = []
             for line in lines:

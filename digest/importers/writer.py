@@ -14,15 +14,16 @@ import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 from digest.importers import Draft
 
-HASH_LINE = re.compile(r"^# import-hash: (?P<hash>[0-9a-f]{16})\b[^\n]*\n", re.M)
+HASH_LINE = re.compile(r"^# import-hash: (?P<hash>[0-9a-f]{16})\b[^\n]*\n", re.MULTILINE)
 _STOP = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "at", "by", "with", "from", "der", "die",
          "das", "und", "im", "am", "zum", "zur", "le", "la", "les", "de", "du", "des", "et"}
 
@@ -111,7 +112,7 @@ def _front_uid(text: str) -> str | None:
     if end < 0:
         return None
     try:
-        data = yaml.load(text[3:end], Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only strings
+        data = yaml.load(text[3:end], Loader=yaml.BaseLoader)
     except yaml.YAMLError:
         return None
     if isinstance(data, dict) and isinstance(data.get("uid"), str):
@@ -213,7 +214,7 @@ def apply(actions: Iterable[Action]) -> None:
 def fields_for_test(text: str) -> dict[str, Any]:
     """The front matter of an entry file as plain values (dates as text); for tests and tools."""
     end = text.find("\n---", 3)
-    loaded = yaml.load(text[3:end], Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    loaded = yaml.load(text[3:end], Loader=_Loader)
     return loaded if isinstance(loaded, dict) else {}
 
 
