@@ -160,3 +160,5 @@ from digest.preview.command import preview_command  # noqa: E402
 cli.add_command(preview_command)
 from digest.importers.command import import_command  # noqa: E402
 cli.add_command(import_command)
+from digest.new import new_command  # noqa: E402
+cli.add_command(new_command)
