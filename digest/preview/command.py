@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ import click
 @click.option("--today", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Pretend today is this date. Default: the real date, or SOURCE_DATE_EPOCH.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the preview in the web browser.")
-def preview_command(root: Path, host: str, port: int, today, open_browser: bool) -> None:
+def preview_command(root: Path, host: str, port: int, today: datetime | None, open_browser: bool) -> None:
     """Serve every edition on a local web page that updates as you edit.
 
     Shows each week's email as subscribers will see it (rendered HTML at 640 or 375

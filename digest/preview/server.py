@@ -19,16 +19,15 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from datetime import date, datetime
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from digest.errors import BuildError
 from digest.preview import pages
-from digest.preview.state import Preview, Snapshot
+from digest.preview.state import INDEX, Preview, Snapshot
 from digest.preview.watcher import Watcher
 
 WEEK = re.compile(r"\d{4}-W\d{2}")
@@ -78,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "digest-preview"
     sys_version = ""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet: the terminal shows rebuilds only
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -156,8 +155,8 @@ class Handler(BaseHTTPRequestHandler):
         snap, rendered = app.preview.edition(week)
         if rendered is None:
             if name == "":
-                page = pages.missing_page(snap, app.boot, week).encode()
-                return self._send(404, "text/html; charset=utf-8", page, head)
+                missing = pages.missing_page(snap, app.boot, week).encode()
+                return self._send(404, "text/html; charset=utf-8", missing, head)
             return self._not_found(head)
         if name == "":
             page = pages.edition_page(snap, app.boot, week, rendered, pages.toggles(query))
@@ -191,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"retry: 500\n\n")
         self.wfile.flush()
         last = -1
-        with app.preview.watching(week if WEEK.fullmatch(week) else None):
+        with app.preview.watching(week if WEEK.fullmatch(week) else INDEX):
             while not app.preview.closed:
                 snap = app.preview.wait(last, KEEPALIVE)
                 if app.preview.closed:
@@ -227,8 +226,9 @@ class PreviewApp:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
+        address = self.httpd.server_address
+        host, port = str(address[0]), address[1]
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
     def index(self) -> str:

@@ -10,17 +10,21 @@ import hashlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from digest.build import BuiltEdition, Plan, plan, render_edition
 from digest.editions import make_edition
 from digest.errors import DigestError, Problem
 from digest.models import Edition
 from digest.render import Renderer, template_dirs
+
+#: The key under which open index pages are counted (editions count under their week).
+INDEX = ""
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,10 @@ class Preview:
             if snap.failure is None:
                 with self._lock:
                     wanted = [w for w in self._watching if w in snap.editions]
-                if snap.weeks and snap.weeks[0] not in wanted:
+                    index_open = INDEX in self._watching
+                # The index shows template errors through its first edition; render that one
+                # when an index page is open, and at start (it also warms the renderer up).
+                if snap.weeks and snap.weeks[0] not in wanted and (index_open or old.version == 0):
                     wanted.append(snap.weeks[0])
                 for week in wanted:
                     if self._render(snap, week)[1]:
@@ -192,11 +199,9 @@ class Preview:
     # -- following changes ------------------------------------------------------------------
 
     @contextmanager
-    def watching(self, week: str | None) -> Iterator[None]:
-        """Mark WEEK as open in a browser while the block runs (it is rendered on every rebuild)."""
-        if not week:
-            yield
-            return
+    def watching(self, week: str) -> Iterator[None]:
+        """Mark WEEK (or INDEX) as open in a browser while the block runs: it is rendered
+        on every rebuild, before the pages are told."""
         with self._lock:
             self._watching[week] += 1
         try:

@@ -35,6 +35,7 @@
       next.id = "frame";
       next.classList.remove("incoming");
       body.dataset.frameLoads = String(Number(body.dataset.frameLoads || 0) + 1);
+      body.dataset.updated = String(Date.now());
     });
     next.src = frameSource();
     current.after(next);
@@ -68,6 +69,7 @@
           if (old) old.replaceWith(document.adoptNode(region));
         }
         document.title = fresh.title;
+        body.dataset.updated = String(Date.now());
         body.dataset.version = fresh.body.dataset.version;
         if (fresh.body.dataset.frame !== body.dataset.frame) {
           body.dataset.frame = fresh.body.dataset.frame;
