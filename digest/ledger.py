@@ -18,10 +18,11 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Self
 
 from digest.errors import BuildError, InputError
 
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS editions (
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Ledger:
             self.close()
             raise InputError(f"{path}: not a usable send ledger ({exc}).") from None
 
-    def __enter__(self) -> Ledger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -25,8 +25,8 @@ import re
 import smtplib
 import ssl
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 from digest.errors import InputError, Problem
 from digest.ledger import FAILED, PENDING, SENDING, SENT, Ledger
@@ -68,7 +68,7 @@ class SmtpSettings:
             if not raw:
                 return default
             try:
-                value = kind(raw)
+                value = float(kind(raw))
             except ValueError:
                 bad(name, f"expected a {'whole ' if kind is int else ''}number, not {raw!r}")
                 return default
@@ -301,7 +301,7 @@ class RateLimiter:
         self._next = now + self.interval
 
 
-_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*\Z", re.I)
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*\Z", re.IGNORECASE)
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
 
@@ -411,8 +411,8 @@ def send_all(
                     echo(f"warning: {address}: {exc.reply}; retrying in {wait:g} s")
                     seq += 1
                     heapq.heappush(queue, (time.monotonic() + wait, seq, key))
-            except Stop:
-                ledger.mark(week, key, PENDING, "run stopped before a reply")
+            except Stop as exc:
+                ledger.mark(week, key, PENDING, str(exc))
                 raise
             else:
                 ledger.mark(week, key, SENT, reply)

@@ -26,10 +26,10 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from email import message_from_bytes, policy, quoprimime
 from email.parser import BytesHeaderParser
 from email.utils import make_msgid, parseaddr
+from functools import cached_property
 from pathlib import Path
 
 from digest.errors import InputError

@@ -10,8 +10,20 @@ import click
 
 from digest.errors import EXIT_FAILURE, BuildError, InputError
 from digest.ledger import Ledger
-from digest.mailer import SmtpSettings, SmtpTransport, Summary, dry_run_name, parse_rate, send_all
-from digest.personalize import Edition, leftover_markers, load_edition, unsubscribe_token
+from digest.mailer import (
+    SmtpSettings,
+    SmtpTransport,
+    Summary,
+    dry_run_name,
+    parse_rate,
+    send_all,
+)
+from digest.personalize import (
+    Edition,
+    leftover_markers,
+    load_edition,
+    unsubscribe_token,
+)
 from digest.recipients import Recipient, parse_one, read_recipients
 
 LEDGER_NAME = ".send-ledger.sqlite"
@@ -165,7 +177,7 @@ def _report(summary: Summary, edition: Edition, ledger: Path) -> None:
     for address, reply in summary.failed:
         click.echo(f"  failed: {address}: {reply}")
     for address, reply in summary.pending[:20]:
-        click.echo(f"  pending: {address}: {reply}")
+        click.echo(f"  pending: {address}: {reply or 'not attempted'}")
     if len(summary.pending) > 20:
         click.echo(f"  … and {len(summary.pending) - 20} more pending")
     if summary.stopped:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -68,7 +69,7 @@ class FaultyHandler:
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             attempt = self.rcpt_seen[address]
             self.rcpt_seen[address] += 1
@@ -81,7 +82,7 @@ class FaultyHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         with self.lock:
@@ -104,7 +105,7 @@ class FaultyHandler:
 
 
 class FaultySMTP(SMTP):
-    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+    async def smtp_DATA(self, arg: str) -> None:
         rcpts = list(self.envelope.rcpt_tos) if self.envelope else []
         handler: FaultyHandler = self.event_handler
         if rcpts and any(handler.take_drop(r) for r in rcpts):
@@ -131,7 +132,7 @@ class SmtpServer:
         self.port = free_port()
         self.controller = FaultyController(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
 
-    def __enter__(self) -> SmtpServer:
+    def __enter__(self) -> Self:
         self.controller.start()
         self.handler.connections = 0  # forget the controller's own readiness probe
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sqlite3
@@ -72,10 +73,15 @@ def ledger_rows(path: Path) -> dict[str, tuple]:
         }
 
 
+@functools.lru_cache(maxsize=4)
+def parsed(data: bytes):
+    return message_from_bytes(data, policy=policy.default)
+
+
 def check_message(data: bytes, address: str, built: bytes) -> str:
     """Assert one received message is the built one personalised for ADDRESS; return its Message-ID."""
     message = message_from_bytes(data, policy=policy.default)
-    original = message_from_bytes(built, policy=policy.default)
+    original = parsed(built)
     token = unsubscribe_token(SECRET, address)
     assert verify_token(SECRET, address, token)
     assert message["To"] == address
@@ -152,11 +158,11 @@ def test_faults_are_retried_or_recorded_and_a_resume_completes(edition, tmp_path
         handler.rcpt_replies[a] = ["550 5.1.1 No such user here"] * 100
     for a in dropped:
         handler.drops[a] = 1
-    handler.stalls[slow] = (1, 1.5)
+    handler.stalls[slow] = (1, 3.0)
     handler.rcpt_replies[stubborn] = ["451 4.3.0 Temporary failure"] * 3
     recipients = write_list(tmp_path / "list.txt", people)
     ledger = tmp_path / "ledger.sqlite"
-    env_extra = {"SMTP_TIMEOUT": "0.5", "SMTP_MAX_ATTEMPTS": "3"}
+    env_extra = {"SMTP_TIMEOUT": "1.5", "SMTP_MAX_ATTEMPTS": "3"}
     with SmtpServer(handler) as server:
         first = send(edition, "--recipients", recipients, "--ledger", ledger, env=server.env(**env_extra))
         after_first = handler.copies()
@@ -189,28 +195,35 @@ def test_faults_are_retried_or_recorded_and_a_resume_completes(edition, tmp_path
     assert all(final[a][0] == "failed" and final[a][2].startswith("550") for a in unknown)
 
 
-def test_sigkill_mid_run_then_resume_loses_nobody(edition, tmp_path):
-    people = addresses(200, "k")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_mid_run_then_resume_loses_nobody(edition, tmp_path, sig):
+    people = addresses(120, "k")
     recipients = write_list(tmp_path / "list.txt", people)
     ledger = tmp_path / "ledger.sqlite"
     handler = FaultyHandler(data_delay=0.01)
     with SmtpServer(handler) as server:
         process = send_py(str(edition), "--recipients", str(recipients), "--ledger", str(ledger), env=server.env())
         deadline = time.monotonic() + 30
-        while len(handler.received) < 60 and process.poll() is None and time.monotonic() < deadline:
+        while len(handler.received) < 40 and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        os.kill(process.pid, signal.SIGKILL)
-        process.communicate()
-        assert process.returncode == -signal.SIGKILL
+        os.kill(process.pid, sig)
+        _, stderr = process.communicate(timeout=30)
+        if sig == signal.SIGKILL:
+            assert process.returncode == -signal.SIGKILL
+        else:
+            assert process.returncode == 1
+            assert b"interrupted; run the same command again to send to the rest." in stderr
+            assert b"Traceback" not in stderr
         with sqlite3.connect(ledger) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         killed = ledger_rows(ledger)
         in_flight = [a for a, row in killed.items() if row[0] == "sending"]
         sent_before = sum(1 for row in killed.values() if row[0] == "sent")
         assert len(in_flight) <= 1
-        assert 50 <= sent_before < 200
+        assert 35 <= sent_before < 120
         resumed = send(edition, "--recipients", recipients, "--ledger", ledger, env=server.env())
     assert resumed.exit_code == 0, resumed.output
+    assert f"sent 120 of 120 ({120 - sent_before} in this run)" in resumed.stdout
     copies = handler.copies()
     assert set(copies) == set(people)  # nobody lost
     duplicated = [a for a, n in copies.items() if n > 1]

@@ -13,7 +13,14 @@ import pytest
 from digest.errors import BuildError, InputError
 from digest.ledger import FAILED, PENDING, SENDING, SENT, Ledger
 from digest.mailer import RateLimiter, SmtpSettings, parse_rate
-from digest.personalize import MARKER, TOKEN_LENGTH, _body, load_edition, unsubscribe_token, verify_token
+from digest.personalize import (
+    MARKER,
+    TOKEN_LENGTH,
+    _body,
+    load_edition,
+    unsubscribe_token,
+    verify_token,
+)
 from digest.recipients import address_problem, read_recipients
 
 URL = f"https://events.example.org/unsubscribe?token={MARKER}"
@@ -244,9 +251,8 @@ def test_ledger_records_each_transition_and_keeps_rows_per_edition(tmp_path):
 
 
 def test_one_sender_at_a_time(tmp_path):
-    with Ledger(tmp_path / "l.sqlite"):
-        with pytest.raises(BuildError, match="another `digest send` is using this ledger"):
-            Ledger(tmp_path / "l.sqlite")
+    with Ledger(tmp_path / "l.sqlite"), pytest.raises(BuildError, match="another `digest send` is using this"):
+        Ledger(tmp_path / "l.sqlite")
     Ledger(tmp_path / "l.sqlite").close()  # released
 
 
