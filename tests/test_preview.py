@@ -242,6 +242,42 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.output and "--port" in result.output
 
 
+def test_a_rebuild_renders_only_the_editions_it_affects(tmp_path: Path) -> None:
+    from digest.preview.state import Preview
+
+    root = copy_example(tmp_path / "n")
+    preview = Preview(root, today=date.fromisoformat(TODAY))
+    with preview.watching("2020-W40"), preview.watching("2020-W41"):
+        snap, rendered = preview.rebuild()
+        assert snap.failure is None and snap.weeks == ("2020-W40", "2020-W41")
+        assert rendered == ["2020-W40", "2020-W41"]
+        assert preview.rebuild()[1] == []  # nothing changed
+        with (root / "digest.toml").open("a") as config:
+            config.write("\n# a comment changes no setting\n")
+        assert preview.rebuild()[1] == []
+        _replace(root / ENTRY, f"title: {TITLE}", "title: Renamed")
+        snap, rendered = preview.rebuild()
+        assert "2020-W41" in rendered
+        built = preview.edition("2020-W41")[1]
+        assert built is not None and built.built is not None and "Renamed" in built.built.html
+
+
+def test_the_preview_starts_on_broken_input_and_recovers(tmp_path: Path) -> None:
+    from digest.preview.state import Preview
+
+    root = copy_example(tmp_path / "n")
+    original = _replace(root / ENTRY, "start: 2020-10-07 09:00", "start: tomorrow")
+    preview = Preview(root, today=date.fromisoformat(TODAY))
+    snap, _ = preview.rebuild()
+    assert snap.failure is not None and snap.editions == {}
+    check = CliRunner().invoke(cli, ["check", "--root", str(root), "--today", TODAY])
+    shown = [line for line in check.output.splitlines() if line.startswith("entries/")]
+    assert shown and [str(p) for p in snap.failure.problems] == shown
+    (root / ENTRY).write_text(original, encoding="utf-8")
+    snap, _ = preview.rebuild()
+    assert snap.failure is None and snap.weeks == ("2020-W40", "2020-W41")
+
+
 # -- the running server -----------------------------------------------------------------------
 
 def raw_get(server: Server, target: str, host: str | None = None) -> tuple[int, bytes]:

@@ -10,17 +10,20 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from digest.build import BuiltEdition, Plan, plan, render_edition
+from digest.config import Config
 from digest.editions import make_edition
+from digest.entries import MAX_ENTRY_BYTES, read_entry
 from digest.errors import DigestError, Problem
-from digest.models import Edition
+from digest.models import Edition, Event
+from digest.parallel import week_plans
 from digest.render import Renderer, template_dirs
 
 #: The key under which open index pages are counted (editions count under their week).
@@ -61,6 +64,7 @@ class Snapshot:
     version: int
     plan: Plan | None
     editions: dict[str, Edition] = field(default_factory=dict)  # week -> edition, in order
+    plans: dict[str, Plan] = field(default_factory=dict)  # week -> the plan its edition renders from
     failure: Failure | None = None
     templates: str = ""
     renderer: Renderer | None = None
@@ -73,6 +77,39 @@ class Snapshot:
     @property
     def stale(self) -> bool:
         return self.failure is not None
+
+
+class EntryMemo:
+    """Parsed entries kept in memory between rebuilds, keyed by path and content hash,
+    so a save re-parses one file, not all of them. Passed to `plan` as its `cache`
+    (only `reader` is used); unlike digest.cache.BuildCache it never touches the disk."""
+
+    def __init__(self) -> None:
+        self._config: Config | None = None
+        self._entries: dict[tuple[str, str], tuple[Event | None, tuple[Problem, ...]]] = {}
+
+    def reader(self, config: Config) -> Callable[[Path, str, Config], tuple[Event | None, list[Problem]]]:
+        if config != self._config:
+            self._config, self._entries = config, {}
+        used: dict[tuple[str, str], tuple[Event | None, tuple[Problem, ...]]] = {}
+        previous = self._entries
+        self._entries = used  # entries deleted since the last rebuild drop out
+
+        def read(path: Path, rel: str, cfg: Config) -> tuple[Event | None, list[Problem]]:
+            try:
+                if path.stat().st_size > MAX_ENTRY_BYTES:
+                    return read_entry(path, rel, cfg)
+                raw = path.read_bytes()
+            except OSError:
+                return read_entry(path, rel, cfg)  # reports the problem its own way
+            key = (rel, hashlib.sha256(raw).hexdigest())
+            if key not in previous:
+                event, problems = read_entry(path, rel, cfg)
+                previous[key] = (event, tuple(problems))
+            used[key] = previous[key]
+            return used[key][0], list(used[key][1])
+
+        return read
 
 
 def template_fingerprint(root: Path) -> str:
@@ -103,6 +140,7 @@ class Preview:
         self._snapshot = Snapshot(0, None)
         self._cache: dict[str, tuple[Any, Rendered]] = {}
         self._watching: Counter[str] = Counter()
+        self._entries = EntryMemo()
         self.closed = False
 
     @property
@@ -121,20 +159,22 @@ class Preview:
             old = self.snapshot
             fingerprint = template_fingerprint(self.root)
             try:
-                p = plan(self.root, all_weeks=True, today=self.today)
+                p = plan(self.root, all_weeks=True, today=self.today, cache=cast(Any, self._entries))
                 editions: dict[str, Edition] = {}
-                for week in p.weeks:
-                    edition = make_edition(week, p.events, p.config, list(p.all_weeks))
+                plans: dict[str, Plan] = {}
+                # Each week's plan holds only the events its edition can show (one pass
+                # over the events, not weeks x events); the editions are the same.
+                for week, q in zip(p.weeks, week_plans(p, list(p.weeks))):
+                    edition = make_edition(week, q.events, q.config, list(q.all_weeks))
                     if edition.empty and p.config.empty_weeks == "skip":
                         continue
-                    editions[week] = edition
+                    editions[week], plans[week] = edition, q
                 # The renderer keeps compiled templates: a new one when any template changed.
                 same = old.renderer is not None and old.templates == fingerprint
                 renderer = old.renderer if same and old.renderer else Renderer(self.root)
-                snap = Snapshot(old.version + 1, p, editions, None, fingerprint, renderer)
+                snap = Snapshot(old.version + 1, p, editions, plans, None, fingerprint, renderer)
             except Exception as exc:  # noqa: BLE001 - shown in the browser; the server keeps serving
-                snap = Snapshot(old.version + 1, old.plan, old.editions, Failure.of(exc), old.templates,
-                                old.renderer)
+                snap = replace(old, version=old.version + 1, failure=Failure.of(exc))
             rendered: list[str] = []
             if snap.failure is None:
                 with self._lock:
@@ -147,8 +187,7 @@ class Preview:
                 for week in wanted:
                     if self._render(snap, week)[1]:
                         rendered.append(week)
-            snap = Snapshot(snap.version, snap.plan, snap.editions, snap.failure, snap.templates, snap.renderer,
-                            time.perf_counter() - started)
+            snap = replace(snap, seconds=time.perf_counter() - started)
             with self._lock:
                 self._snapshot = snap
                 self._changed.notify_all()
@@ -156,9 +195,8 @@ class Preview:
 
     @staticmethod
     def _key(snap: Snapshot, week: str) -> Any:
-        p = snap.plan
-        assert p is not None
-        return (snap.editions[week], p.config, snap.templates, p.warnings, p.today)
+        q = snap.plans[week]
+        return (snap.editions[week], q.config, snap.templates, q.warnings, q.today, q.all_weeks)
 
     def _render(self, snap: Snapshot, week: str) -> tuple[Rendered, bool]:
         """The edition's render for SNAP, from the cache when its inputs are unchanged.
@@ -167,9 +205,9 @@ class Preview:
         cached = self._cache.get(week)
         if cached is not None and cached[0] == key:
             return cached[1], False
-        assert snap.plan is not None and snap.renderer is not None
+        assert snap.renderer is not None
         try:
-            result = Rendered(render_edition(snap.plan, week, snap.renderer))
+            result = Rendered(render_edition(snap.plans[week], week, snap.renderer))
         except Exception as exc:  # noqa: BLE001 - shown in the browser
             # Keep the last good files to show under the overlay.
             last = cached[1].built if cached is not None else None
