@@ -365,6 +365,7 @@ def send_all(
     summary = Summary(total=len(recipients))
     summary.sent_before = sum(1 for row in rows.values() if row.state == SENT)
     todo = [k for k in keys if rows[k].state in (PENDING, SENDING)]
+    # (due time, order, key): the list in order first, then retries as they fall due.
     queue = [(0.0, seq, key) for seq, key in enumerate(todo)]
     heapq.heapify(queue)
     tries: dict[str, int] = {}
@@ -374,7 +375,7 @@ def send_all(
     seq = len(queue)
     try:
         while queue:
-            due, _, key = heapq.heappop(queue)
+            due, order, key = heapq.heappop(queue)
             delay = due - time.monotonic()
             if delay > 0:
                 sleep(delay)
@@ -382,12 +383,14 @@ def send_all(
                 transport.ensure_connected()
                 connect_failures = 0
             except Transient as exc:
+                # The server, not the recipient: wait here, then retry with the same one.
                 connect_failures += 1
                 if connect_failures >= settings.max_attempts:
                     raise Stop(f"gave up after {connect_failures} attempts: {exc.reply}") from None
                 wait = settings.backoff(connect_failures)
                 echo(f"warning: {exc.reply}; retrying in {wait:g} s")
-                heapq.heappush(queue, (time.monotonic() + wait, -1, key))  # keep its place
+                sleep(wait)
+                heapq.heappush(queue, (due, order, key))
                 continue
             address = rows[key].address
             message_id = message_ids.get(key) or edition.new_message_id()

@@ -125,7 +125,7 @@ def _looks_like_csv(path: Path, text: str) -> bool:
     if path.suffix.lower() == ".csv":
         return True
     first = next((line for line in text.splitlines() if line.strip()), "")
-    return "," in first and "email" in (cell.strip().strip('"').lower() for cell in first.split(","))
+    return "email" in (cell.strip().strip('"').lower() for cell in first.split(","))
 
 
 def _csv_rows(shown: str, text: str) -> list[tuple[int, str]]:

@@ -107,7 +107,7 @@ def send_command(
     settings = SmtpSettings.from_env(os.environ)
     if settings.username and settings.security == "none":
         _warn("SMTP_SECURITY=none: the password crosses the network unencrypted.")
-    path = ledger_path or built.path.parent / LEDGER_NAME
+    path = ledger_path or built.path.resolve().parent / LEDGER_NAME
     transport = SmtpTransport(settings)
     with Ledger(path) as ledger:
         try:

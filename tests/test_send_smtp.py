@@ -24,6 +24,7 @@ from tests.smtp_server import (
     SmtpServer,
     authenticator,
     build_example,
+    free_port,
     self_signed,
     send_py,
     server_tls_context,
@@ -357,6 +358,18 @@ def test_without_token_in_config_everyone_gets_the_generic_link(tmp_path):
     for received in handler.received:
         assert received.message["List-Unsubscribe"].startswith(f"<{generic}>")
         assert received.message["To"] == received.rcpt_tos[0]
+
+
+def test_an_unreachable_server_stops_the_run_after_the_retries(edition, tmp_path):
+    port = str(free_port())  # nothing listens there
+    result = send(edition, "--to", "a@example.org", "--ledger", tmp_path / "l",
+                  env={"SMTP_HOST": "127.0.0.1", "SMTP_PORT": port, "SMTP_SECURITY": "none",
+                       "SMTP_MAX_ATTEMPTS": "3", "SMTP_RETRY_DELAY": "0.01", "DIGEST_UNSUBSCRIBE_SECRET": SECRET})
+    assert result.exit_code == 1
+    assert result.stderr.count("Connection refused; retrying in") == 2
+    assert f"Stopped: gave up after 3 attempts: cannot connect to 127.0.0.1:{port}" in result.stdout
+    assert "still pending 1." in result.stdout and "  pending: a@example.org: not attempted" in result.stdout
+    assert ledger_rows(tmp_path / "l")["a@example.org"][:2] == ("pending", 0)
 
 
 def test_bad_input_exits_2_without_a_traceback(edition, tmp_path):

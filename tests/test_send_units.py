@@ -88,10 +88,12 @@ def test_csv_uses_the_email_column_and_reports_physical_lines(tmp_path):
     assert [str(p) for p in problems] == [f"{path}:4: warning: 'bad@': nothing after '@'; skipped"]
 
 
-def test_a_file_whose_header_names_email_is_a_csv_whatever_its_name(tmp_path):
+@pytest.mark.parametrize("content", ["id,email\n1,a@example.org\n", "Email\na@example.org\n"])
+def test_a_file_whose_header_names_email_is_a_csv_whatever_its_name(tmp_path, content):
     path = tmp_path / "export.txt"
-    path.write_text("id,email\n1,a@example.org\n", encoding="utf-8")
-    assert [r.address for r in read_recipients(path)[0]] == ["a@example.org"]
+    path.write_text(content, encoding="utf-8")
+    recipients, problems = read_recipients(path)
+    assert [r.address for r in recipients] == ["a@example.org"] and problems == []
 
 
 @pytest.mark.parametrize(
