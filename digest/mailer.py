@@ -340,6 +340,7 @@ def send_all(
     rate: float | None = None,
     echo: Echo = print,
     sleep: Callable[[float], None] = time.sleep,
+    stop_requested: Callable[[], str | None] = lambda: None,
 ) -> Summary:
     """Send the edition to every recipient the ledger does not show as done."""
     settings = transport.settings
@@ -375,6 +376,8 @@ def send_all(
     seq = len(queue)
     try:
         while queue:
+            if reason := stop_requested():
+                raise Stop(f"interrupted ({reason}) between two messages; none was in flight.")
             due, order, key = heapq.heappop(queue)
             delay = due - time.monotonic()
             if delay > 0:

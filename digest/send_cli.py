@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Self
 
 import click
 
@@ -109,10 +112,11 @@ def send_command(
         _warn("SMTP_SECURITY=none: the password crosses the network unencrypted.")
     path = ledger_path or built.path.resolve().parent / LEDGER_NAME
     transport = SmtpTransport(settings)
-    with Ledger(path) as ledger:
+    with Ledger(path) as ledger, _GracefulStop() as stop:
         try:
             summary = send_all(
-                built, chosen, ledger, transport, secret=secret, force=force, rate=rate, echo=_warn
+                built, chosen, ledger, transport, secret=secret, force=force, rate=rate, echo=_warn,
+                stop_requested=stop.requested,
             )
         except KeyboardInterrupt:
             transport.close()
@@ -121,6 +125,37 @@ def send_command(
     _report(summary, built, path)
     if not summary.ok:
         sys.exit(EXIT_FAILURE)
+
+
+class _GracefulStop:
+    """First Ctrl-C or SIGTERM: finish the current transaction, then stop. Second: stop now.
+
+    Stopping between transactions leaves no recipient in flight, so a graceful stop
+    never causes a duplicate; only an immediate stop (second signal, kill -9) can.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> str | None:
+        return self.signal
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)  # type: ignore[arg-type]
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(number).name
+        _warn(f"{self.signal}: stopping after the current message (again to stop at once).")
 
 
 def main() -> None:

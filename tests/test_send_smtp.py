@@ -208,19 +208,20 @@ def test_killed_mid_run_then_resume_loses_nobody(edition, tmp_path, sig):
         while len(handler.received) < 40 and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         os.kill(process.pid, sig)
-        _, stderr = process.communicate(timeout=30)
+        stdout, stderr = process.communicate(timeout=30)
         if sig == signal.SIGKILL:
             assert process.returncode == -signal.SIGKILL
-        else:
+        else:  # a graceful stop: the message in flight is finished first
             assert process.returncode == 1
-            assert b"interrupted; run the same command again to send to the rest." in stderr
+            assert b"SIGINT: stopping after the current message" in stderr
+            assert b"Stopped: interrupted (SIGINT) between two messages; none was in flight." in stdout
             assert b"Traceback" not in stderr
         with sqlite3.connect(ledger) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         killed = ledger_rows(ledger)
         in_flight = [a for a, row in killed.items() if row[0] == "sending"]
         sent_before = sum(1 for row in killed.values() if row[0] == "sent")
-        assert len(in_flight) <= 1
+        assert len(in_flight) <= (1 if sig == signal.SIGKILL else 0)
         assert 35 <= sent_before < 120
         resumed = send(edition, "--recipients", recipients, "--ledger", ledger, env=server.env())
     assert resumed.exit_code == 0, resumed.output
@@ -228,6 +229,7 @@ def test_killed_mid_run_then_resume_loses_nobody(edition, tmp_path, sig):
     copies = handler.copies()
     assert set(copies) == set(people)  # nobody lost
     duplicated = [a for a, n in copies.items() if n > 1]
+    print(f"\n{sig.name}: {sent_before} sent before the kill, in flight {in_flight}, duplicated {duplicated}")
     assert duplicated == [] or (duplicated == in_flight and copies[in_flight[0]] == 2)
     if in_flight:
         assert "1 recipient(s) were in flight when an earlier run stopped" in resumed.stderr
