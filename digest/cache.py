@@ -15,6 +15,7 @@ Cache files are pickles: only a build run by the same user writes them.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import sys
 from functools import lru_cache
@@ -24,9 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from digest import __version__
 from digest.config import Config
-from digest.errors import BuildError, Problem
+from digest.errors import Problem
 from digest.models import Event
-from digest.writer import write_file
 
 if TYPE_CHECKING:
     from digest.build import BuiltEdition, Plan
@@ -160,10 +160,15 @@ class BuildCache:
                     path.unlink(missing_ok=True)
 
     def _write(self, path: Path, data: bytes) -> None:
+        # Atomic (temporary file, then rename) but not fsynced: a cache file lost in a crash
+        # is a miss, and fsyncing one per edition cost more than rendering it.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            write_file(path, data)
-        except BuildError:
-            pass  # a cache that cannot be written only makes the next build slower
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a cache that cannot be written only makes the next build slower
 
 
 def unchanged_on_disk(out: Path, week: str, files: dict[str, bytes]) -> bool:
