@@ -32,7 +32,7 @@ from email.utils import make_msgid, parseaddr
 from functools import cached_property
 from pathlib import Path
 
-from digest.errors import InputError
+from digest.errors import BuildError, InputError
 
 MARKER = "DIGEST-UNSUBSCRIBE-TOKEN"
 #: Characters in a token: 32 HMAC bytes in unpadded base64.
@@ -107,6 +107,19 @@ class Edition:
         slots = _Slots(first, offsets)
         probe = unsubscribe_token("probe", "probe@example.org")
         return slots if slots.fill(probe) == slow(probe) else None
+
+    def check(self) -> None:
+        """Personalise a probe copy and make sure no marker is left anywhere (BuildError if one is)."""
+        if self.marker is None:
+            return
+        probe = "probe@example.org"
+        data = self.personalize(probe, unsubscribe_token("probe", probe), self.new_message_id())
+        left = leftover_markers(data, self.marker)
+        if left:
+            raise BuildError(
+                f"{self.path}/digest.eml: the unsubscribe marker survives personalisation in "
+                f"{', '.join(left)}; rebuild the edition (and report it: the build should not allow this)."
+            )
 
     def new_message_id(self) -> str:
         return make_msgid(domain=self.message_id_domain)

@@ -11,7 +11,7 @@ from typing import Self
 
 import click
 
-from digest.errors import EXIT_FAILURE, BuildError, InputError
+from digest.errors import EXIT_FAILURE, InputError
 from digest.ledger import Ledger
 from digest.mailer import (
     SmtpSettings,
@@ -23,7 +23,6 @@ from digest.mailer import (
 )
 from digest.personalize import (
     Edition,
-    leftover_markers,
     load_edition,
     unsubscribe_token,
 )
@@ -104,6 +103,7 @@ def send_command(
     built = load_edition(edition)
     chosen = _recipients(to, recipients)
     secret = _secret(built)
+    built.check()
     if dry_run is not None:
         _dry_run(built, chosen, secret, dry_run)
         return
@@ -197,8 +197,6 @@ def _dry_run(edition: Edition, recipients: list[Recipient], secret: str | None, 
     for index, recipient in enumerate(recipients, start=1):
         token = unsubscribe_token(secret, recipient.address) if edition.marker and secret else None
         data = edition.personalize(recipient.address, token, edition.new_message_id())
-        if index == 1 and edition.marker and leftover_markers(data, edition.marker):
-            raise BuildError(f"{edition.path}/digest.eml: the token marker survived personalisation; rebuild.")
         (folder / dry_run_name(index, recipient.address)).write_bytes(data)
     click.echo(f"Dry run: wrote {len(recipients)} message(s) to {folder}; no server was contacted.")
 

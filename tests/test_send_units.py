@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from email import message_from_bytes, policy
@@ -202,6 +203,17 @@ def test_without_marker_the_body_is_untouched(tmp_path):
     assert edition.marker is None
     data = edition.personalize("a@example.org", None, "<m@x>")
     assert data.partition(b"\r\n\r\n")[2] == edition.message.partition(b"\r\n\r\n")[2]
+
+
+def test_a_marker_hidden_in_an_encoded_header_is_caught_before_sending(tmp_path):
+    folder = make_edition(tmp_path / "2020-W41")
+    raw = (folder / "digest.eml").read_bytes()
+    hidden = "=?utf-8?b?" + base64.b64encode(f"Unsubscribe {MARKER}".encode()).decode() + "?="
+    (folder / "digest.eml").write_bytes(raw.replace(b"List-Id:", f"X-Note: {hidden}\nList-Id:".encode(), 1))
+    edition = load_edition(folder)
+    with pytest.raises(BuildError, match="the unsubscribe marker survives personalisation in X-Note"):
+        edition.check()
+    load_edition(make_edition(tmp_path / "ok")).check()
 
 
 def test_an_edition_for_a_mailing_service_is_refused(tmp_path):
