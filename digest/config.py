@@ -19,6 +19,9 @@ from digest.errors import Problem, raise_if_errors
 from digest.links import link_problem
 
 CONFIG_NAME = "digest.toml"
+MAX_CONFIG_BYTES = 256 * 1024
+_COLOR = re.compile(r"#[0-9A-Fa-f]{3}|#[0-9A-Fa-f]{6}|[A-Za-z]{3,20}")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 PROFILES = ("smtp", "mailchimp", "sendgrid", "mailgun", "postmark", "ses", "listmonk", "buttondown")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -144,8 +147,8 @@ def _check(values: dict[str, Any], path: str, problems: list[Problem]) -> None:
     if "timezone" in values:
         try:
             ZoneInfo(values["timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
-            bad("timezone", f"unknown time zone {values['timezone']!r}", "use an IANA name such as Europe/Berlin")
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'America' is a folder
+            bad("timezone", f"unknown time zone {values['timezone'][:80]!r}", "use an IANA name such as Europe/Berlin")
             values.pop("timezone")
     if values.get("week_start", "monday").lower() not in WEEKDAYS:
         bad("week_start", f"{values['week_start']!r} is not a weekday", "e.g. monday or sunday")
@@ -178,6 +181,13 @@ def _check(values: dict[str, Any], path: str, problems: list[Problem]) -> None:
     if "max_html_bytes" in values and not 20_000 <= values["max_html_bytes"] <= 102_000:
         bad("max_html_bytes", "must be between 20000 and 102000", "Gmail clips HTML over ~102 KB")
         values.pop("max_html_bytes")
+    # Both land inside CSS or an attribute of the email: a closed set of shapes only.
+    if "accent_color" in values and not _COLOR.fullmatch(values["accent_color"]):
+        bad("accent_color", f"{values['accent_color']!r} is not a colour", "e.g. \"#0b5394\"")
+        values.pop("accent_color")
+    if "language" in values and not _LANGUAGE.fullmatch(values["language"]):
+        bad("language", f"{values['language']!r} is not a language tag", "e.g. \"en\" or \"pt-BR\"")
+        values.pop("language")
     for key in ("name", "sender", "to", "list_id", "reply_to", "tagline", "postal_address"):
         if any(ch in values.get(key, "") for ch in "\r\n\0"):
             bad(key, "must be one line", "remove the line break")
@@ -193,7 +203,18 @@ def load_config(root: Path) -> Config:
     if not path.exists():
         return Config(root=root)
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise_if_errors([Problem(shown, None, None, f"file is {size:,} bytes; the config is limited to 256 KiB",
+                                     "is this the right file?")], shown)
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise_if_errors([Problem(shown, None, None, f"cannot be read: {exc.strerror or exc}",
+                                 "check the file's permissions")], shown)
+        raise  # unreachable
+    except RecursionError:
+        raise_if_errors([Problem(shown, None, None, "values are nested too deeply", "simplify the file")], shown)
+        raise  # unreachable
     except UnicodeDecodeError as exc:
         raise_if_errors([Problem(shown, None, None, f"not UTF-8 text ({exc.reason})", "save the file as UTF-8")], shown)
         raise  # unreachable

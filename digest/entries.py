@@ -28,6 +28,10 @@ from digest.models import STATUSES, Event, Speaker
 ENTRIES_DIR = "entries"
 MAX_ENTRY_BYTES = 1024 * 1024
 MAX_TITLE = 300
+#: Dates outside these years are typing mistakes (and would overflow time zone arithmetic).
+MIN_YEAR, MAX_YEAR = 1900, 2199
+MAX_YAML_DEPTH = 20
+MAX_YAML_NODES = 20_000
 FIELDS = ("title", "organizer", "start", "end", "timezone", "all_day", "location", "online",
           "register", "register_by", "speakers", "tags", "status", "until", "uid", "summary")
 SPEAKER_FIELDS = ("name", "role")
@@ -97,7 +101,11 @@ def read_entry(path: Path, rel: str, config: Config) -> tuple[Event | None, list
         if size > MAX_ENTRY_BYTES:
             return None, [Problem(rel, None, None, f"file is {size:,} bytes; entries are limited to 1 MiB",
                                   "shorten the description or link to a page")]
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:  # bounded even when the size changed since stat()
+            raw = handle.read(MAX_ENTRY_BYTES + 1)
+        if len(raw) > MAX_ENTRY_BYTES:
+            return None, [Problem(rel, None, None, "file is over 1 MiB; entries are limited to 1 MiB",
+                                  "shorten the description or link to a page")]
     except OSError as exc:
         return None, [Problem(rel, None, None, f"cannot be read: {exc.strerror}", "check the file's permissions")]
     text, problem = _decode(raw, rel)
@@ -107,6 +115,11 @@ def read_entry(path: Path, rel: str, config: Config) -> tuple[Event | None, list
     if parsed is None:
         return None, problems
     fields_, body = parsed
+    found = _BAD_CHAR.search(body)
+    if found:
+        start = len(text.rstrip("\n")) - len(body) + found.start()
+        problems.append(Problem(rel, text[:start].count("\n") + 1, None, f"the text {_bad_chars(found.group())}",
+                                "remove it; an email cannot carry it"))
     event = _validate(fields_, body, rel, config, hashlib.sha256(raw).hexdigest(), problems)
     if any(not p.warning for p in problems):
         return None, problems
@@ -123,7 +136,7 @@ def _decode(raw: bytes, rel: str) -> tuple[str, Problem | None]:
         return "", Problem(rel, line, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
                            "save the file as UTF-8")
     if "\0" in text:
-        return "", Problem(rel, text.index("\0") and text[: text.index("\0")].count("\n") + 1, None,
+        return "", Problem(rel, text[: text.index("\0")].count("\n") + 1, None,
                            "contains a NUL character", "save the file as plain UTF-8 text")
     return text.replace("\r\n", "\n").replace("\r", "\n"), None
 
@@ -143,6 +156,10 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
     source = "\n".join(lines[1:index])
     body = "\n".join(lines[index + 1:]).strip("\n")
     try:
+        shape = _shape_problem(source)
+        if shape:
+            problems.append(Problem(rel, shape[0], None, shape[1], "write plain 'field: value' lines"))
+            return None
         loader = _Loader(source)
         try:
             node = loader.get_single_node()
@@ -189,15 +206,42 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
     return _Fields(values, where), body
 
 
+def _shape_problem(source: str) -> tuple[int, str] | None:
+    """Refuse what would exhaust the YAML composer: deep nesting (a C stack overflow in
+    libyaml's bindings), aliases (billion laughs) and huge node counts. Reads events only,
+    which libyaml produces without recursion."""
+    depth = nodes = 0
+    for event in yaml.parse(source, Loader=_BASE_LOADER):
+        line = event.start_mark.line + 2
+        if isinstance(event, yaml.AliasEvent):
+            return line, "YAML aliases ('*name') are not supported"
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                return line, f"values are nested more than {MAX_YAML_DEPTH} levels deep"
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        nodes += 1
+        if nodes > MAX_YAML_NODES:
+            return line, f"front matter holds more than {MAX_YAML_NODES:,} values"
+    return None
+
+
 def _clean_line(value: str) -> str:
     return " ".join(value.split())
 
 
+#: Characters no email part may carry: C0/C1 controls (tab and line breaks aside) and the
+#: non-characters U+FDD0..U+FDEF, U+FFFE, U+FFFF (the MJML compiler rejects them).
+_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
+
+
 def _bad_chars(value: str) -> str | None:
-    for ch in value:
-        if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r":
-            return f"contains the control character U+{ord(ch):04X}"
-    return None
+    found = _BAD_CHAR.search(value)
+    if found is None:
+        return None
+    kind = "control character" if unicodedata.category(found.group()) == "Cc" else "non-character"
+    return f"contains the {kind} U+{ord(found.group()):04X}"
 
 
 def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
@@ -264,7 +308,7 @@ def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
         if values.get(field) is None:
             return None
         try:
-            return parse_when(values[field])
+            return _in_range(parse_when(values[field]))
         except DateValueError as exc:
             bad(field, str(exc), EXAMPLE)
             return None
@@ -291,6 +335,10 @@ def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
                 bad("timezone", warning, f"write 'timezone: {zone_name}' to silence this", warning=True)
         except DateValueError as exc:
             bad("timezone", str(exc), "use an IANA name such as America/New_York or Europe/Berlin")
+            zone, zone_name = None, None
+        except OSError:  # zoneinfo reads files: a folder name ('America') or an over-long name
+            bad("timezone", f"unknown time zone {str(values['timezone'])[:80]!r}",
+                "use an IANA name such as America/New_York or Europe/Berlin")
             zone, zone_name = None, None
 
     def localise(moment: date | datetime | None, field: str) -> date | datetime | None:
@@ -342,7 +390,7 @@ def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
     register_by: date | None = None
     if values.get("register_by") is not None:
         try:
-            register_by = parse_day(values["register_by"])
+            register_by = _in_range(parse_day(values["register_by"]))
         except DateValueError as exc:
             bad("register_by", str(exc), "expected e.g. 2020-10-05")
         first = start.date() if isinstance(start, datetime) else start
@@ -352,7 +400,7 @@ def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
     until: date | None = None
     if values.get("until") is not None:
         try:
-            until = parse_day(values["until"])
+            until = _in_range(parse_day(values["until"]))
         except DateValueError as exc:
             bad("until", str(exc), "expected e.g. 2020-12-31")
         if until and status not in ("ongoing", "tba", "postponed"):
@@ -372,6 +420,13 @@ def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
         tags=tags, until=until, summary=summary or plain_summary(blocks), body_html=body_html, blocks=blocks,
         content_hash=digest_hash,
     )
+
+
+def _in_range(value: Any) -> Any:
+    """VALUE (a date or datetime) when its year is plausible; DateValueError otherwise."""
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise DateValueError(f"year {value.year} is outside {MIN_YEAR}\u2013{MAX_YEAR}")
+    return value
 
 
 def _speakers(value: Any, line: int, rel: str, problems: list[Problem]) -> tuple[Speaker, ...]:
@@ -410,7 +465,8 @@ def _tags(value: Any, bad: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in value):
+    if not isinstance(value, list) or not all(isinstance(t, (str, int)) and not isinstance(t, bool)
+                                              and not _bad_chars(str(t)) for t in value):
         bad("tags", "must be a list of words", "e.g. tags: [webinar, hate-speech]")
         return ()
     return tuple(dict.fromkeys(_clean_line(str(t)) for t in value if str(t).strip()))

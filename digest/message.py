@@ -21,7 +21,8 @@ def build_message(edition: Edition, config: Config, *, subject: str, text: str, 
     msg["To"] = config.to
     if config.reply_to:
         msg["Reply-To"] = config.reply_to
-    msg["Subject"] = subject
+    # One line, always: a line break in a header value would start a new header.
+    msg["Subject"] = " ".join(subject.split())
     # Dated at the start of the edition's week in the newsletter's zone: deterministic.
     msg["Date"] = format_datetime(datetime.combine(edition.first, time(6, 0), config.zone))
     msg["Message-ID"] = f"<digest.{edition.week}.{fingerprint[:16]}@{config.list_id}>"
