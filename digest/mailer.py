@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import re
 import smtplib
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -163,6 +164,10 @@ class SmtpTransport:
                 smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            # Without TCP_NODELAY, the tail of each message waits ~40 ms for a delayed ACK
+            # (Nagle), which over TLS made sending 8x slower.
+            if smtp.sock is not None:
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if s.security == "starttls":
                 if not smtp.has_extn("starttls"):
