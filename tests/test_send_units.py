@@ -229,6 +229,14 @@ def test_a_manifest_naming_a_marker_the_message_lacks_is_refused(tmp_path):
         load_edition(folder)
 
 
+def test_a_marker_the_manifest_forgot_is_still_replaced(tmp_path):
+    folder = make_edition(tmp_path / "2020-W41")
+    (folder / "manifest.json").write_text(json.dumps({"week": "2020-W41", "profile": "smtp"}))
+    edition = load_edition(folder)
+    assert edition.marker == MARKER
+    assert MARKER.encode() not in edition.personalize("a@example.org", unsubscribe_token("k", "a@example.org"), "<m@x>")
+
+
 def test_missing_edition_files_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="no such edition directory"):
         load_edition(tmp_path / "nope")
