@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 from pathlib import Path
 from types import TracebackType
@@ -10,7 +11,7 @@ from typing import Any, Callable
 
 import jinja2
 
-from digest.errors import BuildError, InputError, Problem
+from digest.errors import BuildError, Problem
 from digest.models import Block, Speaker
 
 TEXT_WIDTH = 78
@@ -137,10 +138,19 @@ class Renderer:
             return template.render(context)
         except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
             problem = _template_problem(exc, exc.__traceback__, self.dirs)
-            raise InputError("the email templates could not be rendered; nothing was written.", [problem]) from None
+            raise BuildError("the email templates could not be rendered; nothing was written.", [problem]) from None
 
     def mjml(self, context: dict[str, Any]) -> str:
-        return self._render("digest.mjml", {**context, "preview_padding": PREVIEW_PADDING})
+        source = self._render("digest.mjml", {**context, "preview_padding": PREVIEW_PADDING})
+        _ORIGINS.clear()  # remembered so that a compile error can be traced to a template line
+        _ORIGINS[source] = (self, context)
+        return source
+
+    def marked_mjml(self, context: dict[str, Any]) -> str:
+        """The MJML again, each template line followed by a marker naming its file and line."""
+        env = make_environment(self.root)
+        env.loader = _MarkingLoader(self.env.loader, self.dirs)  # type: ignore[arg-type]
+        return env.get_template("digest.mjml").render({**context, "preview_padding": PREVIEW_PADDING})
 
     def css(self, context: dict[str, Any]) -> str:
         return self._render("content.css", {"accent": context["newsletter"]["accent"]})
@@ -167,9 +177,91 @@ def compile_mjml(source: str, template: str = "templates/email/digest.mjml") -> 
     try:
         return mjml2html(source, disable_comments=True, fonts={})
     except (ValueError, RuntimeError) as exc:
-        raise InputError("MJML could not be compiled; nothing was written.",
-                         [Problem(template, None, None, f"mjml-python rejected the MJML: {exc}",
-                                  "look at digest.mjml with `digest build --debug-mjml`; check tag nesting")]) from None
+        path, line, what = template, None, ""
+        origin = _ORIGINS.get(source)
+        try:
+            if origin is not None:
+                path, line, what = _locate(origin[0].marked_mjml(origin[1])) or (path, line, what)
+        except Exception:  # noqa: BLE001 - locating is best effort; the error below still stands
+            pass
+        raise BuildError("MJML could not be compiled; nothing was written.",
+                         [Problem(path, line, None, f"mjml-python rejected the MJML: {exc}{what}",
+                                  "check that every <mj-…> tag is closed, in order")]) from None
+
+
+#: The last MJML rendered, and by whom: compile errors re-render it with line markers.
+_ORIGINS: dict[str, tuple[Renderer, dict[str, Any]]] = {}
+_MARK = "\ue000{}:{}\ue001"
+_MARK_RE = re.compile("\ue000([^\ue001]*):(\\d+)\ue001")
+_MJ_TAG = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>")
+#: Tags whose content MJML takes as raw HTML: tags inside them are not MJML.
+_ENDING = {"mj-text", "mj-button", "mj-raw", "mj-style", "mj-title", "mj-preview", "mj-table",
+           "mj-navbar-link", "mj-accordion-title", "mj-accordion-text", "mj-social-element"}
+
+
+class _MarkingLoader(jinja2.BaseLoader):
+    """Wraps a loader: appends a marker with the template's file and line to every line
+    outside Jinja tags (so output can be traced back to its source)."""
+
+    def __init__(self, inner: jinja2.BaseLoader, dirs: list[Path]) -> None:
+        self.inner, self.dirs = inner, dirs
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Any]:
+        source, filename, uptodate = self.inner.get_source(environment, template)
+        shown = "templates/email/" + template
+        for d in self.dirs:
+            if filename and filename.startswith(str(d)):
+                shown = "templates/email/" + Path(filename).relative_to(d).as_posix()
+        out, depth, line, index = [], None, 1, 0
+        closers = {"{{": "}}", "{%": "%}", "{#": "#}"}
+        while index < len(source):
+            pair = source[index:index + 2]
+            if depth is None and pair in closers:
+                depth = closers[pair]
+                out.append(pair)
+                index += 2
+                continue
+            if depth is not None and pair == depth:
+                depth = None
+                out.append(pair)
+                index += 2
+                continue
+            char = source[index]
+            if char == "\n":
+                if depth is None:
+                    out.append(_MARK.format(shown, line))
+                line += 1
+            out.append(char)
+            index += 1
+        return "".join(out), filename, uptodate
+
+
+def _locate(marked: str) -> tuple[str, int | None, str] | None:
+    """The template file and line of the first MJML tag that is not closed in order."""
+    stack: list[re.Match[str]] = []
+
+    def where(match: re.Match[str], message: str) -> tuple[str, int | None, str]:
+        mark = _MARK_RE.search(marked, match.end())
+        tag = _MARK_RE.sub("", match.group(0))
+        if mark is None:
+            return "templates/email/digest.mjml", None, f" ({tag}: {message})"
+        return mark.group(1), int(mark.group(2)), f" ({tag}: {message})"
+
+    for match in _MJ_TAG.finditer(marked):
+        closing, name, single = match.group(1), match.group(2), match.group(3)
+        if stack and stack[-1].group(2) in _ENDING and not (closing and name == stack[-1].group(2)):
+            continue
+        if closing:
+            if not stack:
+                return where(match, "closes nothing")
+            if stack[-1].group(2) != name:
+                return where(stack[-1], f"is closed by </{name}>; close it first")
+            stack.pop()
+        elif not single:
+            stack.append(match)
+    if stack:
+        return where(stack[-1], "is never closed")
+    return None
 
 
 _PREMAILER_LOG = logging.getLogger("digest.premailer")
