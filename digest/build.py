@@ -150,7 +150,7 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
         shown = edition
         omitted: tuple[str, ...] = ()
         if keep is not None:
-            kept = edition.events[:keep]
+            kept = set(edition.events[:keep])
             omitted = tuple(e.title for e in edition.events[keep:])
             groups = []
             for g in edition.groups:
@@ -158,6 +158,12 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
                 if events:
                     groups.append(type(g)(g.name, events))
             shown = type(edition)(**{**edition.__dict__, "groups": tuple(groups)})
+        if shortened:
+            # A shortened week lists only the deadlines of events from other weeks: this
+            # week's own events show "Register by" in their cards (or on the web version).
+            this_week = set(edition.events)
+            shown = type(edition)(**{**shown.__dict__,
+                                     "deadlines": tuple(d for d in shown.deadlines if d not in this_week)})
         context = edition_context(shown, config, shortened=shortened, omitted=omitted)
         context["edition"]["count"] = len(edition.events)
         context["view_online_url"] = VIEW_ONLINE if links.view_online else ""
@@ -172,8 +178,12 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
         warnings.append(f"{week}: HTML was {len(html.encode()):,} bytes (budget {budget:,}); events shown in short")
         mjml_source, html, text, context = attempt(1, None)
         keep = len(edition.events)
+        # Estimate how many events fit from the bytes each one costs, then step down:
+        # a handful of renders even for a 1000-event week (cutting 10% a try took 45 s).
+        frame = len(attempt(1, 0)[1].encode()) if len(html.encode()) > budget else 0
         while len(html.encode()) > budget and keep > 0:
-            keep -= max(1, keep // 10)
+            per_event = max(1.0, (len(html.encode()) - frame) / keep)
+            keep = max(0, min(keep - 1, int((budget - frame) / per_event)))
             mjml_source, html, text, context = attempt(1, keep)
         if keep < len(edition.events):
             warnings.append(f"{week}: {len(edition.events) - keep} event(s) left out of the email to stay under "
