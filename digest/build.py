@@ -9,7 +9,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable
 
@@ -106,29 +105,11 @@ def plan(root: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False, toda
     return Plan(config, live, tuple(chosen), tuple(content), warnings, today)
 
 
-class _StyleCounter(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.inside = False
-        self.chars = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        self.inside = tag == "style"
-
-    def handle_endtag(self, tag: str) -> None:
-        self.inside = False
-
-    def handle_data(self, data: str) -> None:
-        if self.inside:
-            self.chars += len(data)
-
-
 def style_chars(html: str) -> int:
     """Characters inside <style> blocks (Gmail drops them all past 16,384)."""
-    counter = _StyleCounter()
-    counter.feed(html)
-    counter.close()
-    return counter.chars
+    import lxml.html
+
+    return sum(len(style.text or "") for style in lxml.html.document_fromstring(html).iter("style"))
 
 
 def _stamp(today: date) -> datetime:

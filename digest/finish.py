@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
-from html.parser import HTMLParser
 
 from digest.config import Config
 from digest.errors import BuildError, InputError, Problem
@@ -54,21 +53,11 @@ def links_for(config: Config, week: str, profile: str) -> Links:
     return Links(profile, unsub, view or web, None, None)
 
 
-class _Hrefs(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self.hrefs.extend(v or "" for k, v in attrs if k == "href")
-
-
 def hrefs(html: str) -> list[str]:
-    parser = _Hrefs()
-    parser.feed(html)
-    parser.close()
-    return parser.hrefs
+    """Every <a href> of a document, parsed with lxml (libxml2's HTML parser)."""
+    import lxml.html
+
+    return [a.get("href", "") for a in lxml.html.document_fromstring(html).iter("a") if a.get("href") is not None]
 
 
 def substitute(html: str, text: str, links: Links) -> tuple[str, str]:
