@@ -25,7 +25,7 @@ from digest.present import VIEW_ONLINE, edition_context, subject
 from digest.render import Renderer, compile_mjml, inline_css
 from digest.cache import BuildCache, templates_fingerprint, unchanged_on_disk
 from digest.parallel import render_weeks, week_plans
-from digest.writer import locked, write_tree
+from digest.writer import locked, write_trees
 
 STYLE_LIMIT = 16_384
 
@@ -256,10 +256,12 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
 
     with locked(out):
         archive = prepare_archive(out, p, built)  # the web archive, rendered before anything is written
+        trees = {}
         for item in built:
             files = {**item.files, **archive.pages.get(item.week, {})}
             if not (cache and unchanged_on_disk(out, item.week, files)):
-                write_tree(out, item.week, files)
+                trees[item.week] = files
+        write_trees(out, trees)
         write_archive(out, archive)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
         if cache:
             cache.save(prune_editions=all_weeks)

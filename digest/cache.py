@@ -168,7 +168,10 @@ class BuildCache:
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError:
-            tmp.unlink(missing_ok=True)  # a cache that cannot be written only makes the next build slower
+            try:  # a cache that cannot be written only makes the next build slower
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def unchanged_on_disk(out: Path, week: str, files: dict[str, bytes]) -> bool:

@@ -68,38 +68,59 @@ def _fsync_dir(path: Path) -> None:
 
 def write_tree(out: Path, name: str, files: Mapping[str, bytes]) -> Path:
     """Write FILES as OUT/NAME/…: all of them or, on any failure, none (the old folder stays)."""
-    target = out / name
-    tmp = out / f".tmp-{name}.{os.getpid()}"
+    return write_trees(out, {name: files})[0]
+
+
+def write_trees(out: Path, trees: Mapping[str, Mapping[str, bytes]]) -> list[Path]:
+    """Write several folders OUT/NAME/…, each swapped in whole.
+
+    All temporary folders are written first and flushed to disk with one sync (an
+    fsync per file cost 20–100 ms per edition), then each is swapped in with one
+    atomic rename. A failure while writing leaves every old folder as it was.
+    """
+    pending: list[tuple[Path, Path]] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        for rel, data in sorted(files.items()):
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        _fsync_dir(tmp)
-        if target.exists():
-            if _exchange(tmp, target):
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                old = out / f".old-{name}.{os.getpid()}"
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-        _fsync_dir(out)
+        for name, files in trees.items():
+            tmp = out / f".tmp-{name}.{os.getpid()}"
+            pending.append((tmp, out / name))
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            for rel, data in sorted(files.items()):
+                path = tmp / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as handle:
+                    handle.write(data)
+        os.sync()
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp, _ in pending:
+            shutil.rmtree(tmp, ignore_errors=True)
+        target = pending[-1][1] if pending else out
         hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder is writable"
         raise BuildError(f"could not write {target}: {exc.strerror or exc} ({hint}); "
                          "the previous edition, if any, is unchanged.") from None
-    return target
+    written = []
+    for index, (tmp, target) in enumerate(pending):
+        try:
+            if target.exists():
+                if _exchange(tmp, target):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    old = out / f".old-{target.name}.{os.getpid()}"
+                    target.rename(old)
+                    tmp.rename(target)
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(target)
+        except OSError as exc:
+            for rest, _ in pending[index:]:
+                shutil.rmtree(rest, ignore_errors=True)
+            raise BuildError(f"could not replace {target}: {exc.strerror or exc}; "
+                             "it still holds the previous edition.") from None
+        written.append(target)
+    _fsync_dir(out)
+    return written
 
 
 def write_file(path: Path, data: bytes) -> None:
