@@ -582,3 +582,37 @@ def test_config_over_the_size_limit_is_refused_unread(scratch: Path) -> None:
                                                "256 KiB (is this the right file?)")
     finally:
         path.unlink()
+
+
+def test_a_50_mb_entry_is_refused_without_reading_it(scratch: Path) -> None:
+    import tracemalloc
+
+    path = scratch / "entries" / "huge.md"
+    with open(path, "wb") as handle:
+        handle.write(b"---\ntitle: huge\n")
+        handle.truncate(50 * 1024 * 1024)  # sparse: 50 MB without using the disk
+    try:
+        tracemalloc.start()
+        event, problems = read_entry(path, "entries/huge.md", CONFIG)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert event is None
+        assert [str(p) for p in problems] == ["entries/huge.md: file is 52,428,800 bytes; entries are limited to "
+                                              "1 MiB (shorten the description or link to a page)"]
+        assert peak < 1024 * 1024, f"{peak:,} bytes allocated"
+    finally:
+        path.unlink()
+
+
+def test_an_entry_just_over_the_limit_is_refused_and_one_at_it_is_read(scratch: Path) -> None:
+    from digest.entries import MAX_ENTRY_BYTES
+
+    path = scratch / "entries" / "big.md"
+    head = b"---\ntitle: t\norganizer: o\nstart: 2020-10-07\n---\n"
+    path.write_bytes(head + b"a" * (MAX_ENTRY_BYTES - len(head)))
+    event, problems = read_entry(path, "entries/big.md", CONFIG)
+    assert event is not None and problems == []
+    path.write_bytes(head + b"a" * (MAX_ENTRY_BYTES - len(head) + 1))
+    event, problems = read_entry(path, "entries/big.md", CONFIG)
+    assert event is None and "entries are limited to 1 MiB" in str(problems[0])
+    path.unlink()
