@@ -68,7 +68,7 @@ def calendar_bytes(events: list[Event] | tuple[Event, ...], config: Config, stam
     # Byte for byte what cal.add_component(...) for each, cal.add_missing_timezones()
     # and cal.to_ical() give (VTIMEZONEs first, in a stable order), but every VEVENT and
     # VTIMEZONE is serialised once: an event is in its own .ics and the week's.
-    head = cal.to_ical()
+    head = b"\r\n".join(fold(line) for line in cal.content_lines() if line) + b"\r\n"
     end = head.rindex(b"END:VCALENDAR")
     return head[:end] + b"".join(_vtimezone(tzid) for tzid in tzids) + b"".join(data for data, _ in parts) + head[end:]
 
