@@ -68,7 +68,10 @@ def today_default() -> date:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
         try:
-            return datetime.fromtimestamp(int(epoch), timezone.utc).date()
+            day = datetime.fromtimestamp(int(epoch), timezone.utc).date()
+            if not 1900 <= day.year <= 2199:
+                raise ValueError(day)
+            return day
         except (ValueError, OverflowError, OSError):
             raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp",
                              [Problem("environment", None, "SOURCE_DATE_EPOCH", "must be whole seconds since 1970",

@@ -19,6 +19,8 @@ TODAY_OPTION = click.option("--today", type=click.DateTime(["%Y-%m-%d"]), defaul
 
 
 def _today(value) -> date | None:
+    if value and not 1900 <= value.year <= 2199:
+        raise click.BadParameter(f"{value.date().isoformat()} is outside 1900-2199", param_hint="--today")
     return value.date() if value else None
 
 

@@ -80,7 +80,7 @@ def resolve_zone(name: str, on: date | None) -> tuple[tzinfo, str, str | None]:
     if abbreviation is None:
         try:
             return ZoneInfo(cleaned), cleaned, None
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise DateValueError(f"unknown time zone {name!r}") from None
     iana, daylight = abbreviation
     zone = ZoneInfo(iana)

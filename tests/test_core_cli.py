@@ -33,3 +33,10 @@ def test_new_refuses_an_invalid_entry(newsletter):
     result = CliRunner().invoke(cli, ["new", "X", "--organizer", "O", "--start", "2020-02-30", "--root", str(n.root)])
     assert result.exit_code == 2
     assert not list((n.root / "entries").rglob("*.md"))
+
+
+def test_today_far_outside_the_calendar_is_a_clear_error(tmp_path):
+    for value in ("9999-12-31", "0001-01-01"):
+        result = CliRunner().invoke(cli, ["build", "--today", value, "--week", "next", "--out", str(tmp_path)])
+        assert result.exit_code == 2
+        assert f"Invalid value for --today: {value} is outside 1900-2199" in result.output
