@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from datetime import datetime, time
 from email import policy
@@ -32,7 +33,25 @@ def build_message(edition: Edition, config: Config, *, subject: str, text: str, 
         msg["List-Unsubscribe"] = ", ".join(targets)
     if unsubscribe_url and unsubscribe_url.startswith("https://"):
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    msg["MIME-Version"] = "1.0"
+    msg.make_alternative()
+    for subtype, body in (("plain", text), ("html", html)):
+        msg.attach(_qp_part(subtype, body))
     msg.set_boundary(f"==digest-{fingerprint[:24]}==")
     return msg.as_bytes(policy=policy.SMTP)
+
+
+def _qp_part(subtype: str, body: str) -> EmailMessage:
+    """A text/SUBTYPE part, UTF-8, quoted-printable (lines of at most 76 octets).
+
+    binascii's C encoder gives the same kind of encoding as set_content(cte=
+    "quoted-printable") at a tenth of the cost (the email package encodes in Python).
+    """
+    part = EmailMessage(policy=policy.SMTP)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    if not body.endswith("\n"):
+        body += "\n"
+    encoded = binascii.b2a_qp(body.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    part.set_payload(encoded.decode("ascii"))
+    return part
