@@ -29,7 +29,30 @@ def _warn(problems) -> None:
         click.echo(str(problem), err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Commands from other modules are imported only when they run (or --help lists
+    them): `digest build` does not pay for the SMTP, preview and import modules."""
+
+    LAZY = {
+        "import": ("digest.importers.command", "import_command"),
+        "new": ("digest.new", "new_command"),
+        "preview": ("digest.preview.command", "preview_command"),
+        "send": ("digest.send_cli", "send_command"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attribute = self.LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="digest")
 def cli() -> None:
     """Turn a folder of event entries into a weekly email newsletter.
@@ -153,14 +176,3 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-
-
-# Commands defined in other modules are registered below.
-from digest.send_cli import send_command  # noqa: E402
-cli.add_command(send_command)
-from digest.preview.command import preview_command  # noqa: E402
-cli.add_command(preview_command)
-from digest.importers.command import import_command  # noqa: E402
-cli.add_command(import_command)
-from digest.new import new_command  # noqa: E402
-cli.add_command(new_command)

@@ -11,6 +11,7 @@ from collections import Counter
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -416,4 +417,4 @@ def test_send_py_and_digest_send_are_the_same_command(edition, tmp_path):
     assert b"Usage: send.py [OPTIONS] EDITION" in out and b"Example:" in out
     from digest.cli import cli
 
-    assert cli.commands["send"] is send_command
+    assert cli.get_command(click.Context(cli), "send") is send_command
