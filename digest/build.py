@@ -7,10 +7,11 @@ import hashlib
 import json
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, ContextManager, Iterable
 
 from digest import __version__
 from digest.config import Config, load_config
@@ -221,7 +222,8 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
 
 
 def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None, cache: BuildCache | None = None,
-               jobs: int | None = None) -> list[BuiltEdition]:
+               jobs: int | None = None, progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None
+               ) -> list[BuiltEdition]:
     """Render every planned week: from CACHE when its inputs are unchanged, else on all cores."""
     renderer = Renderer(root or p.config.root)
     templates = templates_fingerprint(renderer.dirs) if cache else ""
@@ -237,7 +239,9 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
             found[week] = hit
         else:
             todo.append((week, key, q))
-    rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile, jobs=jobs)
+    with (progress(len(todo)) if progress else nullcontext(None)) as advance:
+        rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile,
+                                jobs=jobs, progress=advance)
     for (week, key, _), item in zip(todo, rendered):
         found[week] = item
         if cache:
@@ -247,14 +251,16 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
 
 def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False,
           today: date | None = None, profile: str | None = None, strict: bool = False, use_cache: bool = True,
-          jobs: int | None = None) -> tuple[Plan, list[BuiltEdition]]:
+          jobs: int | None = None,
+          progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None,
+          ) -> tuple[Plan, list[BuiltEdition]]:
     """Build editions into OUT/<week>/. Everything is rendered before anything is written.
 
     OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an edition
     whose folder already holds the same bytes is not rewritten."""
     cache = BuildCache(out) if use_cache else None
     p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache)
-    built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs)
+    built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress)
     from digest.archive import prepare_archive, write_archive
 
     with locked(out):

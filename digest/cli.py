@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Callable, Iterator
 
 import click
 
@@ -22,6 +24,16 @@ def _today(value) -> date | None:
     if value and not 1900 <= value.year <= 2199:
         raise click.BadParameter(f"{value.date().isoformat()} is outside 1900-2199", param_hint="--today")
     return value.date() if value else None
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal when there are enough editions to render to wait for."""
+    if total < 6 or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, label="Rendering editions", file=sys.stderr) as bar:
+        yield bar.update
 
 
 def _warn(problems) -> None:
@@ -94,7 +106,7 @@ def build(root: Path, weeks: tuple[str, ...], all_weeks: bool, out: Path | None,
         weeks = ("this",)
     target = out if out is not None else root / "dist"
     p, built = run_build(root, target, weeks=weeks, all_weeks=all_weeks, today=_today(today), profile=profile,
-                         strict=strict)
+                         strict=strict, progress=_progress)
     _warn(p.warnings)
     for item in built:
         for warning in item.warnings:

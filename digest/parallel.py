@@ -13,11 +13,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from digest.build import BuiltEdition, Plan
@@ -90,12 +90,17 @@ def _render_chunk(weeks: list[str]) -> list[BuiltEdition]:
 
 
 def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, profile: str | None = None,
-                 jobs: int | None = None) -> list[BuiltEdition]:
-    """Render WEEKS (in order; PLANS[i] for WEEKS[i]) serially or in forked processes; same bytes either way."""
+                 jobs: int | None = None, progress: Callable[[int], None] | None = None) -> list[BuiltEdition]:
+    """Render WEEKS (in order; PLANS[i] for WEEKS[i]) serially or in forked processes; same bytes either way.
+
+    PROGRESS, when given, is called with the number of editions finished since its last call."""
     from digest.build import render_edition
 
     def serial(week: str) -> BuiltEdition:
-        return render_edition(plans[weeks.index(week)], week, renderer, profile=profile)
+        item = render_edition(plans[weeks.index(week)], week, renderer, profile=profile)
+        if progress:
+            progress(1)
+        return item
 
     count = workers_for(len(weeks), jobs)
     if count > 1 and (threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods()):
@@ -109,12 +114,14 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
     done: dict[str, BuiltEdition] = {}
     try:
         with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [(chunk, pool.submit(_render_chunk, chunk)) for chunk in chunks if chunk]
-            for chunk, future in futures:
+            futures = {pool.submit(_render_chunk, chunk): chunk for chunk in chunks if chunk}
+            for future in as_completed(futures):
                 try:
-                    done.update(zip(chunk, future.result()))
+                    done.update(zip(futures[future], future.result()))
                 except Exception:  # re-rendered below, where the error surfaces as in a serial build
-                    pass
+                    continue
+                if progress:
+                    progress(len(futures[future]))
     except OSError:  # cannot fork: no memory, process limit
         pass
     finally:

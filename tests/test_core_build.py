@@ -276,3 +276,26 @@ def test_failed_build_keeps_the_previous_edition(tmp_path):
     result = run_cli("build", "--root", str(root), "--week", "2020-W41", "--out", str(out))
     assert result.returncode == 2
     assert (out / "2020-W41" / "digest.html").read_bytes() == before
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_progress_counts_every_rendered_edition(tmp_path, jobs):
+    from contextlib import contextmanager
+
+    from digest.build import render_all
+
+    root = copy_example(tmp_path / "n")
+    for offset in range(6):
+        write_week(root, date(2020, 11, 2 + 7 * offset) if offset < 4 else date(2020, 12, 7 + 7 * (offset - 4)),
+                   2, seed=offset)
+    p = plan(root, all_weeks=True, today=TODAY)
+    seen: list[int] = []
+    totals: list[int] = []
+
+    @contextmanager
+    def progress(total):
+        totals.append(total)
+        yield seen.append
+
+    built = render_all(p, progress=progress, jobs=jobs)
+    assert totals == [len(built)] and sum(seen) == len(built) >= 8
