@@ -156,7 +156,7 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
     source = "\n".join(lines[1:index])
     body = "\n".join(lines[index + 1:]).strip("\n")
     try:
-        shape = _shape_problem(source)
+        shape = _shape_problem(source) if _may_be_hostile(source) else None
         if shape:
             problems.append(Problem(rel, shape[0], None, shape[1], "write plain 'field: value' lines"))
             return None
@@ -204,6 +204,18 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
         where[key] = value_node.start_mark.line + 2
     constructor.dispose()
     return _Fields(values, where), body
+
+
+def _may_be_hostile(source: str) -> bool:
+    """False when SOURCE cannot hold what _shape_problem looks for, so the common case
+    skips a second YAML pass: no alias or anchor, fewer brackets than the depth limit,
+    no nested "- -" sequences, shallow indentation and a modest size (block nesting
+    needs about one more column of indentation per level)."""
+    if len(source) > 20_000 or "*" in source or "&" in source or "- -" in source or "-\t-" in source:
+        return True
+    if source.count("[") + source.count("{") >= MAX_YAML_DEPTH:
+        return True
+    return any(len(line) - len(line.lstrip(" \t")) > MAX_YAML_DEPTH // 2 for line in source.split("\n"))
 
 
 def _shape_problem(source: str) -> tuple[int, str] | None:
