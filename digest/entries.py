@@ -239,8 +239,28 @@ def _shape_problem(source: str) -> tuple[int, str] | None:
     return None
 
 
+_EMBED_OPEN, _EMBED_CLOSE = "\u202a\u202b\u202d\u202e", "\u202c"  # LRE RLE LRO RLO / PDF
+_ISOLATE_OPEN, _ISOLATE_CLOSE = "\u2066\u2067\u2068", "\u2069"  # LRI RLI FSI / PDI
+
+
+def contain_bidi(value: str) -> str:
+    """Close every bidi embedding, override or isolate VALUE leaves open, so a stray
+    right-to-left override in a title cannot reverse the text after it in the email."""
+    embeds = isolates = 0
+    for ch in value:
+        if ch in _EMBED_OPEN:
+            embeds += 1
+        elif ch == _EMBED_CLOSE and embeds:
+            embeds -= 1
+        elif ch in _ISOLATE_OPEN:
+            isolates += 1
+        elif ch == _ISOLATE_CLOSE and isolates:
+            isolates -= 1
+    return value + _EMBED_CLOSE * embeds + _ISOLATE_CLOSE * isolates
+
+
 def _clean_line(value: str) -> str:
-    return " ".join(value.split())
+    return contain_bidi(" ".join(value.split()))
 
 
 #: Characters no email part may carry: C0/C1 controls (tab and line breaks aside) and the

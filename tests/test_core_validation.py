@@ -140,3 +140,12 @@ def test_toml_syntax_error_has_a_line(newsletter):
     assert result.returncode == 2
     assert "digest.toml:2: TOML syntax error: Invalid value" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_open_bidi_overrides_are_closed_in_one_line_fields(newsletter):
+    n = newsletter()
+    n.entry("b.md", event_fields(title="Evil \u202eliving", location="\u2067Beirut"))
+    events, problems = load_events(n.root, load_config(n.root))
+    assert problems == []
+    assert events[0].title == "Evil \u202eliving\u202c"
+    assert events[0].location == "\u2067Beirut\u2069"
