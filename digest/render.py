@@ -44,7 +44,6 @@ def make_environment(root: Path) -> jinja2.Environment:
     )
     env.filters["wrap"] = wrap
     env.globals["speaker_list"] = speaker_list
-    env.globals["blocks"] = text_blocks
     return env
 
 
@@ -68,12 +67,6 @@ class TextRefs:
         if url not in self.urls:
             self.urls.append(url)
         return f"[{self.urls.index(url) + 1}]"
-
-
-def text_blocks(blocks: tuple[Block, ...]) -> str:
-    """A Markdown body as wrapped plain text; links become numbered references."""
-    ref = jinja2.pass_context  # noqa: F841 (kept simple: refs come from the context below)
-    raise RuntimeError("replaced per render")  # pragma: no cover
 
 
 def _render_blocks(blocks: tuple[Block, ...], refs: TextRefs) -> str:

@@ -1,0 +1,112 @@
+"""Unit tests of the small modules: markup, links, present, finish, writer."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from digest.config import Config
+from digest.errors import BuildError
+from digest.finish import Links, substitute
+from digest.links import google_calendar_url, link_problem
+from digest.markup import plain_summary, render_body
+from digest.models import Event
+from digest.present import UNSUBSCRIBE, VIEW_ONLINE, when_label
+from digest.render import TextRefs, _render_blocks, wrap
+from digest.writer import recover, write_tree
+
+NY = ZoneInfo("America/New_York")
+
+
+def event(**fields) -> Event:
+    base = dict(path="entries/e.md", slug="e", uid="e@x", title="T", organizer="O", status="scheduled",
+                start=None, end=None, all_day=False, zone_name="America/New_York")
+    base.update(fields)
+    return Event(**base)
+
+
+def test_markdown_escapes_raw_html_and_keeps_safe_links():
+    html, blocks = render_body("Hi <script>alert(1)</script> [site](https://example.org) "
+                               "[bad](javascript:alert(1)) **bold**\n\n# Heading\n\n- one\n- two")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert '<a href="https://example.org">site</a>' in html
+    assert "javascript:" not in html.split("[bad]")[0] and 'href="javascript' not in html
+    assert "<strong>bold</strong>" in html
+    assert "<h1>" not in html and "<p><strong>Heading</strong></p>" in html
+    assert [b.kind for b in blocks] == ["p", "p", "li", "li"]
+
+
+def test_text_blocks_number_links_and_wrap():
+    _, blocks = render_body("See [the page](https://example.org/a) and https://example.org/b.\n\n- item")
+    refs = TextRefs()
+    text = _render_blocks(blocks, refs)
+    assert text == "See the page [1] and https://example.org/b.\n\n  * item\n"
+    assert refs.urls == ["https://example.org/a"]
+    assert max(len(line) for line in wrap("word " * 50).splitlines()) <= 78
+
+
+def test_plain_summary_cuts_at_a_word():
+    _, blocks = render_body("alpha " * 100)
+    summary = plain_summary(blocks, limit=40)
+    assert len(summary) <= 41 and summary.endswith("\u2026") and " alph\u2026" not in summary
+
+
+@pytest.mark.parametrize("url, ok", [("https://example.org/x?y=1", True), ("mailto:a@example.org", True),
+                                     ("http://example.org", True), ("javascript:alert(1)", False),
+                                     ("JAVASCRIPT:alert(1)", False), ("https://exa mple.org", False),
+                                     ("https:///path", False), ("mailto:nobody", False), ("", False)])
+def test_link_problem(url, ok):
+    assert (link_problem(url) is None) is ok
+
+
+def test_google_calendar_url_encodes_everything():
+    url = google_calendar_url("A & B", "20201007T130000Z", "20201007T143000Z", "x y", "Genève")
+    assert url == ("https://calendar.google.com/calendar/render?action=TEMPLATE&text=A%20%26%20B"
+                   "&dates=20201007T130000Z/20201007T143000Z&details=x%20y&location=Gen%C3%A8ve")
+
+
+def test_when_labels():
+    config = Config(root=Path("."), timezone="America/New_York")
+    assert when_label(event(start=date(2020, 9, 28), all_day=True), config) == "Monday 28 September 2020 (all day)"
+    assert when_label(event(start=date(2020, 10, 9), end=date(2020, 10, 11), all_day=True), config) == (
+        "Friday 9 October 2020 \u2013 Sunday 11 October 2020 (all day)")
+    berlin = ZoneInfo("Europe/Berlin")
+    assert when_label(event(start=datetime(2020, 10, 7, 15, 0, tzinfo=berlin),
+                            end=datetime(2020, 10, 7, 16, 30, tzinfo=berlin), zone_name="Europe/Berlin"), config) == (
+        "Wednesday 7 October 2020, 15:00\u201316:30 Berlin time (UTC+2); 09:00 New York time")
+    assert when_label(event(status="tba"), config) == "Date to be announced"
+
+
+def test_substitute_checks_the_final_bytes():
+    links = Links("listmonk", "{{ UnsubscribeURL }}", "{{ MessageURL }}", None, None)
+    html = f'<a href="{UNSUBSCRIBE}">Unsubscribe</a> <a href="{VIEW_ONLINE}">View</a>'
+    out_html, out_text = substitute(html, f"{UNSUBSCRIBE} {VIEW_ONLINE}", links)
+    assert out_html == '<a href="{{ UnsubscribeURL }}">Unsubscribe</a> <a href="{{ MessageURL }}">View</a>'
+    with pytest.raises(BuildError, match="lacks the exact"):
+        substitute("<p>no link</p>", UNSUBSCRIBE, links)
+
+
+def test_smtp_urls_are_html_escaped_in_the_html_only():
+    links = Links("smtp", "https://x.org/u?a=1&b=2", None, "https://x.org/u?a=1&b=2", None)
+    html, text = substitute(f'<a href="{UNSUBSCRIBE}">u</a>', UNSUBSCRIBE, links)
+    assert html == '<a href="https://x.org/u?a=1&amp;b=2">u</a>' and text == "https://x.org/u?a=1&b=2"
+
+
+def test_write_tree_replaces_whole_folders(tmp_path):
+    write_tree(tmp_path, "2020-W41", {"a.txt": b"old", "gone.txt": b"x"})
+    write_tree(tmp_path, "2020-W41", {"a.txt": b"new"})
+    assert sorted(p.name for p in (tmp_path / "2020-W41").iterdir()) == ["a.txt"]
+    assert (tmp_path / "2020-W41" / "a.txt").read_bytes() == b"new"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_recover_puts_back_an_edition_a_killed_swap_left_aside(tmp_path):
+    (tmp_path / ".old-2020-W41.123").mkdir()
+    (tmp_path / ".old-2020-W41.123" / "digest.html").write_bytes(b"previous")
+    (tmp_path / ".tmp-2020-W42.123").mkdir()
+    recover(tmp_path)
+    assert (tmp_path / "2020-W41" / "digest.html").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2020-W41"]
