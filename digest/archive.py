@@ -250,9 +250,12 @@ _FEED_CONTENT = """
 
 
 def calendar_of_everything(p: Plan) -> bytes:
-    """Every scheduled event, one VEVENT each, with its stable UID (calendar apps update, never duplicate)."""
+    """Every dated event, one VEVENT each, with its stable UID (calendar apps update, never duplicate).
+
+    Cancelled and postponed events stay in, as STATUS:CANCELLED / TENTATIVE: a subscribed
+    calendar that already shows them then marks them, instead of silently keeping them."""
     zone = p.config.zone
-    events = sorted((e for e in p.events if e.status == "scheduled" and e.start is not None),
+    events = sorted((e for e in p.events if e.status in ("scheduled", "cancelled", "postponed") and e.start is not None),
                     key=lambda e: e.sort_key(zone))
     stamp = datetime.combine(p.today, time(0), timezone.utc)
     return calendar_bytes(events, p.config, stamp, p.config.name)

@@ -172,7 +172,7 @@ def test_feed_is_atom(dist: Path) -> None:
     assert datetime.fromisoformat(root.findtext(f"{A}updated")) == max(stamps)
 
 
-def test_events_ics_has_every_scheduled_entry(dist: Path) -> None:
+def test_events_ics_has_every_dated_entry(dist: Path) -> None:
     config = load_config(REPO)
     events, _ = load_events(REPO, config)
     scheduled = {e.uid: e for e in events if e.status == "scheduled" and e.start is not None}
@@ -335,3 +335,15 @@ def test_pages_fit_a_phone_screen_without_javascript(newsletter, tmp_path: Path)
                 assert page.evaluate("document.documentElement.scrollWidth") <= 360, name
         finally:
             browser.close()
+
+
+def test_cancelled_events_stay_in_the_subscribed_calendar_marked_cancelled(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "n")
+    (root / "entries" / "called-off.md").write_text(
+        "---\ntitle: Called off\norganizer: Some Org\nstart: 2020-10-08 09:00\nstatus: cancelled\n---\nNo.\n",
+        encoding="utf-8")
+    build(root, tmp_path / "dist", all_weeks=True, today=TODAY)
+    calendar = Calendar.from_ical((tmp_path / "dist" / "events.ics").read_bytes())
+    status = {str(v["SUMMARY"]): str(v["STATUS"]) for v in calendar.walk("VEVENT")}
+    assert status["Called off"] == "CANCELLED"
+    assert status["Fifteenth anniversary of the responsibility to protect"] == "CONFIRMED"
