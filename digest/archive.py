@@ -12,6 +12,8 @@ rebuilding gives the same bytes.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import re
 import uuid
@@ -33,6 +35,7 @@ from digest.writer import write_file
 
 if TYPE_CHECKING:
     from digest.build import BuiltEdition, Plan
+    from digest.cache import BuildCache
 
 WEEK_DIR = re.compile(r"\d{4}-W\d{2}")
 NAV_START = "<!--digest:nav-->"
@@ -187,6 +190,24 @@ def edition_page(renderer: WebRenderer, p: Plan, item: BuiltEdition, listing: li
     return _tidy(renderer.render("edition.html", context)).encode("utf-8")
 
 
+def cached_edition_page(cache: BuildCache | None, base: str, renderer: WebRenderer, p: Plan, item: BuiltEdition,
+                        listing: list[Listed]) -> bytes:
+    """edition_page, from the build cache when nothing it is made from changed (BASE
+    covers the tool, the config and the web templates): re-rendering every web page was
+    half of a build in which nothing had changed."""
+    if cache is None:
+        return edition_page(renderer, p, item, listing)
+    nav = nav_html(renderer, p.config, listing, item.week)
+    key = hashlib.sha256("\0".join((
+        base, repr(item.edition), item.subject, item.preheader, repr(sorted(item.files)), nav,
+    )).encode()).hexdigest()
+    page = cache.get_blob(key)
+    if page is None:
+        page = edition_page(renderer, p, item, listing)
+        cache.put_blob(key, page)
+    return page
+
+
 # -- the archive's own files ---------------------------------------------------
 
 def _tidy(html: str) -> str:
@@ -295,14 +316,21 @@ class Archive:
     files: dict[str, bytes]
 
 
-def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition]) -> Archive:
+def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildCache | None = None) -> Archive:
     """Read what OUT holds and render the archive as it will be once BUILT is written (writes nothing).
 
     Call it under the build lock: it reads the editions already on disk.
     """
     listing = catalogue(out, built)
     renderer = WebRenderer(p.config.root)
-    pages = {item.week: {"index.html": edition_page(renderer, p, item, listing)} for item in built}
+    base = ""
+    if cache is not None:
+        from digest.cache import config_fingerprint, templates_fingerprint, tool_fingerprint
+
+        base = "\0".join(("web-page", tool_fingerprint(), config_fingerprint(p.config),
+                          templates_fingerprint(renderer.dirs)))
+    pages = {item.week: {"index.html": cached_edition_page(cache, base, renderer, p, item, listing)}
+             for item in built}
     files = _renav(out, renderer, p.config, listing, set(pages))
     files.update({"index.html": index_page(renderer, p.config, listing),
                   "feed.xml": feed_bytes(p.config, listing),

@@ -264,7 +264,7 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
     from digest.archive import prepare_archive, write_archive
 
     with locked(out):
-        archive = prepare_archive(out, p, built)  # the web archive, rendered before anything is written
+        archive = prepare_archive(out, p, built, cache)  # the web archive, rendered before anything is written
         trees = {}
         for item in built:
             files = {**item.files, **archive.pages.get(item.week, {})}

@@ -146,6 +146,19 @@ class BuildCache:
         self._editions_used.add(key)
         self._write(self.folder / "editions" / f"{key}.pickle", pickle.dumps(built, pickle.HIGHEST_PROTOCOL))
 
+    # -- other derived files (web pages) -----------------------------------------------
+
+    def get_blob(self, key: str) -> bytes | None:
+        self._editions_used.add(key)
+        try:
+            return (self.folder / "editions" / f"{key}.bin").read_bytes()
+        except OSError:
+            return None
+
+    def put_blob(self, key: str, data: bytes) -> None:
+        self._editions_used.add(key)
+        self._write(self.folder / "editions" / f"{key}.bin", data)
+
     # -- saving -------------------------------------------------------------------------
 
     def save(self, *, prune_editions: bool = False) -> None:
@@ -155,7 +168,7 @@ class BuildCache:
             kept = {k: v for k, v in self._entries.items() if k in self._entries_used}
             self._write(self.folder / ENTRIES_FILE, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
         if prune_editions and (self.folder / "editions").is_dir():
-            for path in (self.folder / "editions").glob("*.pickle"):
+            for path in (*(self.folder / "editions").glob("*.pickle"), *(self.folder / "editions").glob("*.bin")):
                 if path.stem not in self._editions_used:
                     path.unlink(missing_ok=True)
 

@@ -185,3 +185,16 @@ def test_week_index_gives_the_same_editions(tmp_path: Path) -> None:
     for week, q in zip(weeks, week_plans(p, weeks)):
         assert make_edition(week, q.events, q.config, list(q.all_weeks)) == \
             make_edition(week, p.events, p.config, list(p.all_weeks))
+
+
+def test_cached_web_pages_follow_web_template_changes(newsletter: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert list((out / ".cache" / "editions").glob("*.bin"))  # web pages were cached
+    page = newsletter / "templates" / "web" / "edition.html"
+    page.write_text(page.read_text(encoding="utf-8").replace("{{ nav }}", "{{ nav }}<p>changed web template</p>"),
+                    encoding="utf-8")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    snap = snapshot(out)
+    assert any(b"changed web template" in data for name, data in snap.items() if name.endswith("/index.html"))
+    assert snap == fresh(newsletter, tmp_path)
