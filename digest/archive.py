@@ -282,6 +282,26 @@ def calendar_of_everything(p: Plan) -> bytes:
     return calendar_bytes(events, p.config, stamp, p.config.name)
 
 
+def _cached_calendar(cache: BuildCache | None, p: Plan) -> bytes:
+    """calendar_of_everything, from the build cache when no entry, setting or tool changed.
+
+    An Event is made from its file's bytes, the config and the tool alone, so their
+    hashes (with "today", the DTSTAMP) name the calendar exactly."""
+    if cache is None:
+        return calendar_of_everything(p)
+    from digest.cache import config_fingerprint, tool_fingerprint
+
+    key = hashlib.sha256("\0".join((
+        "events.ics", tool_fingerprint(), config_fingerprint(p.config), p.today.isoformat(),
+        *(f"{e.path}\0{e.content_hash}" for e in p.events),
+    )).encode()).hexdigest()
+    data = cache.get_blob(key)
+    if data is None:
+        data = calendar_of_everything(p)
+        cache.put_blob(key, data)
+    return data
+
+
 def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> bytes:
     context = {"site": _site(config), "root": "./", "editions": list(reversed(listing)), "base_url": _base(config)}
     return _tidy(renderer.render("index.html", context)).encode("utf-8")
@@ -334,7 +354,7 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
     files = _renav(out, renderer, p.config, listing, set(pages))
     files.update({"index.html": index_page(renderer, p.config, listing),
                   "feed.xml": feed_bytes(p.config, listing),
-                  "events.ics": calendar_of_everything(p)})
+                  "events.ics": _cached_calendar(cache, p)})
     return Archive(pages, files)
 
 
