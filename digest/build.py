@@ -86,7 +86,10 @@ def plan(root: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False, toda
 
     With CACHE, each entry file is parsed once per distinct content."""
     config = load_config(root)
-    events, problems = load_events(root, config, cache.reader(config) if cache else None)
+    if cache is not None and hasattr(cache, "read_all"):
+        events, problems = load_events(root, config, read_all=cache.read_all)
+    else:
+        events, problems = load_events(root, config, cache.reader(config) if cache else None)
     raise_if_errors(problems, "the entries")
     warnings = tuple(sorted(p for p in problems if p.warning))
     if strict and warnings:

@@ -126,6 +126,40 @@ class BuildCache:
 
         return read
 
+    def read_all(self, items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
+        """digest.entries.read_entries with this cache: stored entries are reused, the
+        others are parsed (on all cores when there are many) and stored."""
+        from digest.entries import MAX_ENTRY_BYTES, read_entries
+
+        stored = self._load_entries()
+        base = _key(tool_fingerprint(), config_fingerprint(config))
+        results: list[tuple[Event | None, list[Problem]] | None] = []
+        missing: list[int] = []
+        keys: dict[int, str] = {}
+        for index, (path, rel) in enumerate(items):
+            try:
+                raw = path.read_bytes() if path.stat().st_size <= MAX_ENTRY_BYTES else None
+            except OSError:
+                raw = None
+            if raw is None:  # too big or unreadable: read_entry reports it its own way
+                results.append(None)
+                missing.append(index)
+                continue
+            key = keys[index] = _key(base, rel, hashlib.sha256(raw).hexdigest())
+            self._entries_used.add(key)
+            if key in stored:
+                event, problems = stored[key]
+                results.append((event, list(problems)))
+            else:
+                results.append(None)
+                missing.append(index)
+        for index, (event, problems) in zip(missing, read_entries([items[i] for i in missing], config)):
+            results[index] = (event, problems)
+            if index in keys:
+                stored[keys[index]] = (event, list(problems))
+                self._entries_dirty = True
+        return [r for r in results if r is not None]
+
     # -- editions -----------------------------------------------------------------------
 
     def edition_key(self, p: Plan, week: str, profile: str | None, templates: str, edition: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -58,17 +59,58 @@ def discover(root: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix().encode("utf-8"))
 
 
-def load_events(root: Path, config: Config, read: Any = None) -> tuple[tuple[Event, ...], list[Problem]]:
+PARALLEL_MIN = 300  # below this many files, starting processes costs more than it saves
+
+
+def read_entries(items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
+    """read_entry for every (path, relative path), in order: in forked processes when
+    there are many (YAML and Markdown parsing hold the GIL), else here."""
+    import multiprocessing
+    import threading
+
+    cores = os.cpu_count() or 1
+    if (len(items) < PARALLEL_MIN or cores < 2 or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return [read_entry(path, rel, config) for path, rel in items]
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _READ_CONFIG
+    _READ_CONFIG = config
+    try:
+        with ProcessPoolExecutor(min(cores, 4), mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8))))
+    except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
+        return [read_entry(path, rel, config) for path, rel in items]
+    finally:
+        _READ_CONFIG = None
+
+
+_READ_CONFIG: Config | None = None  # inherited by forked readers
+
+
+def _read_one(item: tuple[Path, str]) -> tuple[Event | None, list[Problem]]:
+    assert _READ_CONFIG is not None
+    return read_entry(item[0], item[1], _READ_CONFIG)
+
+
+def load_events(root: Path, config: Config, read: Any = None,
+                read_all: Any = None) -> tuple[tuple[Event, ...], list[Problem]]:
     """Read and validate every entry; return the good events and all problems.
 
-    READ replaces read_entry (same signature): digest.cache passes a memoised one."""
+    READ replaces read_entry (same signature), READ_ALL replaces read_entries:
+    digest.cache passes memoised ones."""
     events: list[Event] = []
     problems: list[Problem] = []
     seen: dict[tuple, str] = {}
     seen_uid: dict[str, str] = {}
-    for path in discover(root):
-        rel = path.relative_to(root).as_posix()
-        event, found = (read or read_entry)(path, rel, config)
+    items = [(path, path.relative_to(root).as_posix()) for path in discover(root)]
+    if read_all is not None:
+        results = read_all(items, config)
+    elif read is not None:
+        results = [read(path, rel, config) for path, rel in items]
+    else:
+        results = read_entries(items, config)
+    for (path, rel), (event, found) in zip(items, results):
         problems.extend(found)
         if event is None:
             continue
