@@ -51,6 +51,9 @@ def recover(out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in out.glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in out.glob(".*.tmp"):  # a file write_file left when killed (the file itself is intact)
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

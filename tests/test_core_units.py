@@ -110,3 +110,10 @@ def test_recover_puts_back_an_edition_a_killed_swap_left_aside(tmp_path):
     recover(tmp_path)
     assert (tmp_path / "2020-W41" / "digest.html").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2020-W41"]
+
+
+def test_recover_removes_a_killed_write_files_scratch_file(tmp_path):
+    (tmp_path / ".events.ics.4592.tmp").write_bytes(b"half")
+    (tmp_path / "events.ics").write_bytes(b"whole")
+    recover(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.ics"]
