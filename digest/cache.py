@@ -21,7 +21,7 @@ import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from digest import __version__
 from digest.config import Config
@@ -98,33 +98,6 @@ class BuildCache:
             except Exception:  # missing, truncated or from another Python: start afresh
                 self._entries = {}
         return self._entries
-
-    def reader(self, config: Config) -> Callable[[Path, str, Config], tuple[Event | None, list[Problem]]]:
-        """A drop-in for digest.entries.read_entry that parses each distinct file once."""
-        from digest.entries import MAX_ENTRY_BYTES, read_entry
-
-        stored = self._load_entries()
-        base = _key(tool_fingerprint(), config_fingerprint(config))
-
-        def read(path: Path, rel: str, cfg: Config) -> tuple[Event | None, list[Problem]]:
-            try:
-                if path.stat().st_size > MAX_ENTRY_BYTES:
-                    return read_entry(path, rel, cfg)
-                raw = path.read_bytes()
-            except OSError:
-                return read_entry(path, rel, cfg)  # reports the problem its own way
-            key = _key(base, rel, hashlib.sha256(raw).hexdigest())
-            self._entries_used.add(key)
-            if cfg is config and key in stored:
-                event, problems = stored[key]
-                return event, list(problems)
-            event, problems = read_entry(path, rel, cfg)
-            if cfg is config:
-                stored[key] = (event, list(problems))
-                self._entries_dirty = True
-            return event, problems
-
-        return read
 
     def read_all(self, items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
         """digest.entries.read_entries with this cache: stored entries are reused, the

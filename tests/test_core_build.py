@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import json
-import shutil
 import subprocess
 import sys
 from datetime import date
