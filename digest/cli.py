@@ -13,7 +13,7 @@ import click
 from digest import __version__
 from digest.errors import EXIT_BAD_INPUT, DigestError
 
-ROOT_OPTION = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+ROOT_OPTION = click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."),
                            show_default=True, help="The newsletter folder (holds digest.toml and entries/).")
 TODAY_OPTION = click.option("--today", type=click.DateTime(["%Y-%m-%d"]), default=None,
                             help="Pretend today is this date (for --week this|next). "

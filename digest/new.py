@@ -30,7 +30,7 @@ def slugify(text: str) -> str:
 @click.option("--status", default=None, type=click.Choice(["scheduled", "draft", "tba", "ongoing"]),
               help="Default: scheduled with --start, tba without.")
 @click.option("--register", default=None, help="Registration link (https://…).")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="The newsletter folder.")
 def new_command(title: str, organizer: str, start: str | None, end: str | None, timezone: str | None,
                 status: str | None, register: str | None, root: Path) -> None:

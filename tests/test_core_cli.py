@@ -45,3 +45,9 @@ def test_today_far_outside_the_calendar_is_a_clear_error(tmp_path):
         result = CliRunner().invoke(cli, ["build", "--today", value, "--week", "next", "--out", str(tmp_path)])
         assert result.exit_code == 2
         assert f"Invalid value for --today: {value} is outside 1900-2199" in result.output
+
+
+def test_a_missing_root_is_a_clear_error():
+    result = CliRunner().invoke(cli, ["check", "--root", "/nonexistent/newsletter"])
+    assert result.exit_code == 2
+    assert "Directory '/nonexistent/newsletter' does not exist" in result.output

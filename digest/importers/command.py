@@ -48,7 +48,7 @@ def _validate(drafts: list[Draft], texts: list[str], config) -> list[Problem]:
               help="Last day to import (iCalendar). Default: all events; a series up to a year after --from.")
 @click.option("--organizer", default=None,
               help="Organizer for calendar events that name none (default: the calendar's name).")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="The newsletter folder (holds digest.toml and entries/).")
 def import_command(source: str, into: Path | None, dry_run: bool, force: bool, first, last,
                    organizer: str | None, root: Path) -> None:

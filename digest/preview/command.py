@@ -9,7 +9,7 @@ import click
 
 
 @click.command(name="preview")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="The newsletter folder (holds digest.toml and entries/).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Only this machine can connect unless you give another one.")
