@@ -117,3 +117,26 @@ def test_recover_removes_a_killed_write_files_scratch_file(tmp_path):
     (tmp_path / "events.ics").write_bytes(b"whole")
     recover(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.ics"]
+
+
+# -- the text part's word wrap ------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from digest.render import fill  # noqa: E402
+
+_WORDS = st.lists(st.one_of(st.text(alphabet="ab", min_size=1, max_size=12), st.text(min_size=1, max_size=90),
+                            st.just("https://example.org/" + "x" * 80)), max_size=40)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_WORDS, st.sampled_from([("", ""), ("  * ", "    "), ("> ", "> "), ("", "    ")]),
+       st.sampled_from(["\n", " ", "  ", "\t", "\xa0"]))
+def test_fill_matches_textwrap(words, indents, separator):
+    """fill() is textwrap.fill (no long-word or hyphen breaks) on the words, only faster."""
+    import textwrap
+
+    text = separator.join(words)
+    want = textwrap.fill(" ".join(text.split()), 78, initial_indent=indents[0], subsequent_indent=indents[1],
+                         break_long_words=False, break_on_hyphens=False)
+    assert fill(text, *indents) == want
