@@ -35,10 +35,22 @@ def build_message(edition: Edition, config: Config, *, subject: str, text: str, 
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["MIME-Version"] = "1.0"
     msg.make_alternative()
-    for subtype, body in (("plain", text), ("html", html)):
-        msg.attach(_qp_part(subtype, body))
+    # The email package writes the headers and the MIME frame around a placeholder per
+    # part; the bodies, already quoted-printable, go in as bytes (its generator re-splits
+    # every body line in Python: a third of an edition's .eml time).
+    bodies = {}
+    for index, (subtype, body) in enumerate((("plain", text), ("html", html))):
+        placeholder = f"digest-body-{index}-{fingerprint[:32]}"
+        msg.attach(_qp_part(subtype, placeholder))
+        bodies[placeholder.encode("ascii") + b"\r\n"] = b"\r\n".join(_qp(body).splitlines()) + b"\r\n"
     msg.set_boundary(f"==digest-{fingerprint[:24]}==")
-    return msg.as_bytes(policy=policy.SMTP)
+    frame = msg.as_bytes(policy=policy.SMTP)
+    for placeholder, data in bodies.items():
+        head, found, tail = frame.partition(placeholder)
+        if not found:
+            raise AssertionError("the MIME frame lost a body placeholder")
+        frame = head + data + tail
+    return frame
 
 
 def _qp_part(subtype: str, body: str) -> EmailMessage:
@@ -50,8 +62,12 @@ def _qp_part(subtype: str, body: str) -> EmailMessage:
     part = EmailMessage(policy=policy.SMTP)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(_qp(body).decode("ascii"))
+    return part
+
+
+def _qp(body: str) -> bytes:
+    """BODY as UTF-8 quoted-printable, ending with a line break."""
     if not body.endswith("\n"):
         body += "\n"
-    encoded = binascii.b2a_qp(body.encode("utf-8"), quotetabs=False, istext=True, header=False)
-    part.set_payload(encoded.decode("ascii"))
-    return part
+    return binascii.b2a_qp(body.encode("utf-8"), quotetabs=False, istext=True, header=False)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import shutil
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -19,13 +19,19 @@ LOCK_NAME = ".digest.lock"
 _RENAME_EXCHANGE = 2
 
 
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    """The C library this process already has loaded (find_library would run a subprocess)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two directories in one step (Linux renameat2); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
+    libc = _libc()
+    renameat2 = getattr(libc, "renameat2", None) if libc is not None else None
     if renameat2 is None:
         return False
     at_fdcwd = -100
