@@ -16,7 +16,6 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 #: Below this many editions to render, starting processes costs more than it saves.
 MIN_PARALLEL = 6
 
-_JOB: tuple[list[Plan], list[str], Path, str | None] | None = None  # inherited by forked workers
+_JOB: tuple[list[Plan], list[str], Renderer, str | None] | None = None  # inherited by forked workers
 
 
 def week_plans(p: Plan, weeks: list[str]) -> list[Plan]:
@@ -81,11 +80,9 @@ def workers_for(count: int, jobs: int | None = None) -> int:
 
 def _render_chunk(weeks: list[str]) -> list[BuiltEdition]:
     from digest.build import render_edition
-    from digest.render import Renderer
 
     assert _JOB is not None
-    plans, labels, root, profile = _JOB
-    renderer = Renderer(root)
+    plans, labels, renderer, profile = _JOB
     return [render_edition(plans[labels.index(week)], week, renderer, profile=profile) for week in weeks]
 
 
@@ -108,7 +105,9 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
     if count == 1:
         return [serial(week) for week in weeks]
     global _JOB
-    _JOB = (plans, weeks, renderer.root, profile)
+    # Templates compiled and premailer imported once, here: every worker inherits them.
+    renderer.warm()
+    _JOB = (plans, weeks, renderer, profile)
     # Interleaved chunks (0, n, 2n, … / 1, n+1, …) balance busy and quiet stretches of the year.
     chunks = [weeks[i::count * 2] for i in range(count * 2)]
     done: dict[str, BuiltEdition] = {}

@@ -151,6 +151,17 @@ class Renderer:
             problem = _template_problem(exc, exc.__traceback__, self.dirs)
             raise BuildError("the email templates could not be rendered; nothing was written.", [problem]) from None
 
+    def warm(self) -> None:
+        """Compile the templates and import the compilers now (before forking workers)."""
+        for name in ("digest.mjml", "digest.txt", "content.css"):
+            try:
+                self._templates.setdefault(name, self.env.get_template(name))
+            except jinja2.TemplateError:
+                pass  # rendering reports it, with the file and line
+        import mjml  # noqa: F401
+
+        _premailer_class()
+
     def mjml(self, context: dict[str, Any]) -> str:
         source = self._render("digest.mjml", {**context, "preview_padding": PREVIEW_PADDING})
         _ORIGINS.clear()  # remembered so that a compile error can be traced to a template line
