@@ -199,7 +199,7 @@ def cached_edition_page(cache: BuildCache | None, base: str, renderer: WebRender
         return edition_page(renderer, p, item, listing)
     nav = nav_html(renderer, p.config, listing, item.week)
     key = hashlib.sha256("\0".join((
-        base, repr(item.edition), item.subject, item.preheader, repr(sorted(item.files)), nav,
+        base, item.key or repr(item.edition), item.subject, item.preheader, repr(sorted(item.files)), nav,
     )).encode()).hexdigest()
     page = cache.get_blob(key)
     if page is None:

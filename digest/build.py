@@ -8,7 +8,7 @@ import json
 import os
 import re
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable
@@ -42,6 +42,8 @@ class BuiltEdition:
     files: dict[str, bytes]
     manifest: dict
     warnings: tuple[str, ...] = ()
+    #: The build cache's key for this edition: names everything it was made from ("" without a cache).
+    key: str = ""
 
     @property
     def html(self) -> str:
@@ -239,14 +241,14 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
         key = cache.edition_key(q, week, profile, templates, edition) if cache else ""
         hit = cache.get(key) if cache else None
         if hit is not None:
-            found[week] = hit
+            found[week] = replace(hit, key=key)
         else:
             todo.append((week, key, q))
     with (progress(len(todo)) if progress else nullcontext(None)) as advance:
         rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile,
                                 jobs=jobs, progress=advance)
     for (week, key, _), item in zip(todo, rendered):
-        found[week] = item
+        found[week] = item = replace(item, key=key)
         if cache:
             cache.put(key, item)
     return [found[week] for week in p.weeks if week in found]

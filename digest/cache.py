@@ -4,8 +4,8 @@ Every key is a SHA-256 of everything the cached value was made from, so a change
 input is a different key and can never find old output:
 - an entry: the tool's fingerprint, the config, the file's path and bytes;
 - an edition: the tool's fingerprint, the config, every template file (name and
-  bytes), the profile, "today", the warnings, the neighbouring weeks and the whole
-  Edition value (every event shown, with all its fields).
+  bytes), the profile, "today", the warnings, the neighbouring weeks and the path and
+  content hash of every event the edition shows (in its place).
 The tool's fingerprint covers digest's own source files and the versions of the
 libraries that shape the output, so editing the code or upgrading a library (not only
 bumping __version__) starts afresh. Unreadable or corrupt cache files are misses.
@@ -136,8 +136,17 @@ class BuildCache:
     # -- editions -----------------------------------------------------------------------
 
     def edition_key(self, p: Plan, week: str, profile: str | None, templates: str, edition: Any) -> str:
+        """Everything EDITION (make_edition's, for WEEK) is rendered from.
+
+        An Edition is a function of the week, the neighbouring weeks, the config and the
+        events it shows; an Event, of its file's path and bytes, the config and the tool.
+        So each shown event's path and content hash stand for it (hashing repr(edition)
+        cost more than rendering)."""
+        shown = (*edition.events, *edition.deadlines, *edition.ongoing, *edition.tba, *edition.ahead)
         return _key(tool_fingerprint(), config_fingerprint(p.config), templates, week, str(profile),
-                    p.today.isoformat(), repr(p.warnings), repr(p.all_weeks), repr(edition))
+                    p.today.isoformat(), repr(p.warnings), repr(p.all_weeks), edition.week,
+                    str(edition.previous), str(edition.next),
+                    *(f"{e.path}\0{e.content_hash}" if e.content_hash else repr(e) for e in shown))
 
     def get(self, key: str) -> BuiltEdition | None:
         self._editions_used.add(key)
