@@ -133,9 +133,10 @@ def web_template_dirs(root: Path) -> list[Path]:
 class WebRenderer:
     """Jinja2 (autoescaped, StrictUndefined) over templates/web/."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, bytecode: Path | None = None) -> None:
         self.dirs = web_template_dirs(root)
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
+                                      bytecode_cache=jinja2.FileSystemBytecodeCache(str(bytecode)) if bytecode else None,
                                       autoescape=True, undefined=jinja2.StrictUndefined,
                                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
 
@@ -342,7 +343,7 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
     Call it under the build lock: it reads the editions already on disk.
     """
     listing = catalogue(out, built)
-    renderer = WebRenderer(p.config.root)
+    renderer = WebRenderer(p.config.root, cache.bytecode() if cache is not None else None)
     base = ""
     if cache is not None:
         from digest.cache import config_fingerprint, templates_fingerprint, tool_fingerprint

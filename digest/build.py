@@ -230,7 +230,7 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
                jobs: int | None = None, progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None
                ) -> list[BuiltEdition]:
     """Render every planned week: from CACHE when its inputs are unchanged, else on all cores."""
-    renderer = Renderer(root or p.config.root)
+    renderer = Renderer(root or p.config.root, cache.bytecode() if cache else None)
     templates = templates_fingerprint(renderer.dirs) if cache else ""
     found: dict[str, BuiltEdition] = {}
     todo: list[tuple[str, str, Plan]] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import sys
 from functools import lru_cache
 from importlib import metadata
@@ -162,6 +163,22 @@ class BuildCache:
         self._editions_used.add(key)
         self._write(self.folder / "editions" / f"{key}.pickle", pickle.dumps(built, pickle.HIGHEST_PROTOCOL))
 
+    def bytecode(self) -> Path | None:
+        """A folder for Jinja's compiled templates, or None. Jinja checks each template's
+        source; the folder is per tool fingerprint because the environments' options
+        (digest's code) shape the compiled code too."""
+        parent = self.folder / "jinja"
+        folder = parent / tool_fingerprint()[:16]
+        try:
+            if not folder.is_dir():
+                if parent.is_dir():
+                    for old in parent.iterdir():
+                        shutil.rmtree(old, ignore_errors=True)
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return folder
+
     # -- other derived files (web pages) -----------------------------------------------
 
     def get_blob(self, key: str) -> bytes | None:
@@ -205,11 +222,18 @@ class BuildCache:
 
 def unchanged_on_disk(out: Path, week: str, files: dict[str, bytes]) -> bool:
     """True when OUT/WEEK holds exactly FILES (same names, same bytes): nothing to write."""
-    folder = out / week
+    folder = os.path.join(out, week)
     try:
-        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        present = set()
+        for base, _dirs, names in os.walk(folder):
+            rel = os.path.relpath(base, folder)
+            present.update(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/") for name in names)
         if present != set(files):
             return False
-        return all((folder / name).read_bytes() == data for name, data in files.items())
+        for name, data in files.items():
+            with open(os.path.join(folder, name), "rb") as handle:
+                if handle.read() != data:
+                    return False
+        return True
     except OSError:
         return False
