@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import jinja2
 from markupsafe import Markup
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 WEEK_DIR = re.compile(r"\d{4}-W\d{2}")
 NAV_START = "<!--digest:nav-->"
 NAV_END = "<!--/digest:nav-->"
+#: The web version's file name in an edition's folder.
+PAGE = "index.html"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 _COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
 _DEFAULT_ACCENT = "#0b5394"
@@ -102,7 +104,7 @@ def on_disk(out: Path) -> dict[str, Listed]:
                              "then build again. Nothing was written.") from None
         if not isinstance(data, dict):
             raise BuildError(f"{manifest}: expected a JSON object; rebuild that edition or remove its folder.")
-        item = listed(data, str(manifest), page=(folder / "index.html").is_file())
+        item = listed(data, str(manifest), page=(folder / PAGE).is_file())
         if item.week != folder.name:
             raise BuildError(f"{manifest}: names week {item.week!r} but lives in {folder.name}/; "
                              "rebuild that edition or remove its folder.")
@@ -313,7 +315,7 @@ def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Liste
     """Older pages whose previous/next links are out of date, brought up to date: "WEEK/index.html" -> page."""
     changed = {}
     for item in listing:
-        page = out / item.week / "index.html"
+        page = out / item.week / PAGE
         if item.week in skip or not page.is_file():
             continue
         html = page.read_text(encoding="utf-8")
@@ -331,16 +333,20 @@ def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Liste
 class Archive:
     """Everything the archive writes, rendered before anything is written."""
 
-    #: WEEK -> {"index.html": the web version}, written with the edition's own folder.
+    #: WEEK -> {"index.html": the web version}, written with the edition's own folder
+    #: (empty when prepare_archive handed each page on as it was made).
     pages: dict[str, dict[str, bytes]]
     #: Paths under OUT -> bytes: index.html, feed.xml, events.ics and older pages' new links.
     files: dict[str, bytes]
 
 
-def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildCache | None = None) -> Archive:
+def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildCache | None = None,
+                    page: Callable[[str, bytes], None] | None = None) -> Archive:
     """Read what OUT holds and render the archive as it will be once BUILT is written (writes nothing).
 
-    Call it under the build lock: it reads the editions already on disk.
+    PAGE, when given, gets each edition's web page (week, bytes) as soon as it is made,
+    and the Archive keeps none. Call it under the build lock: it reads the editions
+    already on disk.
     """
     listing = catalogue(out, built)
     renderer = WebRenderer(p.config.root, cache.bytecode() if cache is not None else None)
@@ -350,9 +356,14 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
 
         base = "\0".join(("web-page", tool_fingerprint(), config_fingerprint(p.config),
                           templates_fingerprint(renderer.dirs)))
-    pages = {item.week: {"index.html": cached_edition_page(cache, base, renderer, p, item, listing)}
-             for item in built}
-    files = _renav(out, renderer, p.config, listing, set(pages))
+    pages: dict[str, dict[str, bytes]] = {}
+    for item in built:
+        data = cached_edition_page(cache, base, renderer, p, item, listing)
+        if page is not None:
+            page(item.week, data)
+        else:
+            pages[item.week] = {PAGE: data}
+    files = _renav(out, renderer, p.config, listing, {item.week for item in built})
     files.update({"index.html": index_page(renderer, p.config, listing),
                   "feed.xml": feed_bytes(p.config, listing),
                   "events.ics": _cached_calendar(cache, p)})

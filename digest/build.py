@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timezone
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable
+from typing import Callable, ContextManager, Iterable, Iterator, Mapping
 
 from digest import __version__
 from digest.config import Config, load_config
@@ -26,7 +26,7 @@ from digest.present import VIEW_ONLINE, edition_context, subject
 from digest.render import Renderer, compile_mjml, inline_css
 from digest.cache import BuildCache, templates_fingerprint, unchanged_on_disk
 from digest.parallel import render_weeks, week_plans
-from digest.writer import locked, write_trees
+from digest.writer import Staging, locked
 
 STYLE_LIMIT = 16_384
 
@@ -227,31 +227,63 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
 
 
 def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None, cache: BuildCache | None = None,
-               jobs: int | None = None, progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None
-               ) -> list[BuiltEdition]:
-    """Render every planned week: from CACHE when its inputs are unchanged, else on all cores."""
+               jobs: int | None = None, progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None,
+               keep: Callable[[BuiltEdition], BuiltEdition] | None = None) -> list[BuiltEdition]:
+    """Render every planned week: from CACHE when its inputs are unchanged, else on all cores.
+
+    KEEP, when given, gets each edition as soon as it is ready and returns what to hold
+    on to in its place."""
     renderer = Renderer(root or p.config.root, cache.bytecode() if cache else None)
     templates = templates_fingerprint(renderer.dirs) if cache else ""
     found: dict[str, BuiltEdition] = {}
     todo: list[tuple[str, str, Plan]] = []
+    editions: dict[str, Edition] = {}
     for week, q in zip(p.weeks, week_plans(p, list(p.weeks))):
         edition = make_edition(week, q.events, q.config, list(q.all_weeks))
         if edition.empty and p.config.empty_weeks == "skip":
             continue
         key = cache.edition_key(q, week, profile, templates, edition) if cache else ""
         hit = cache.get(key) if cache else None
+        # The Edition made here (equal to the one rendered) replaces the unpickled copy of
+        # it and of its events: 10,000 entries' editions held ~100 MB of such copies.
         if hit is not None:
-            found[week] = replace(hit, key=key)
+            hit = replace(hit, key=key, edition=edition)
+            found[week] = keep(hit) if keep else hit
         else:
             todo.append((week, key, q))
+            editions[week] = edition
+    keys = {week: key for week, key, _ in todo}
+
+    def done(week: str, item: BuiltEdition) -> BuiltEdition:
+        item = replace(item, key=keys[week], edition=editions.pop(week))
+        if cache:
+            cache.put(item.key, item)
+        return keep(item) if keep else item
+
     with (progress(len(todo)) if progress else nullcontext(None)) as advance:
         rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile,
-                                jobs=jobs, progress=advance)
-    for (week, key, _), item in zip(todo, rendered):
-        found[week] = item = replace(item, key=key)
-        if cache:
-            cache.put(key, item)
+                                jobs=jobs, progress=advance, done=done)
+    found.update((week, item) for (week, _, _), item in zip(todo, rendered))
     return [found[week] for week in p.weeks if week in found]
+
+
+class OnDisk(Mapping[str, bytes]):
+    """An edition's files, read from its folder when asked for: a build holds no edition's
+    bytes once they are written (a 10,000-entry archive held ~300 MB of them)."""
+
+    def __init__(self, folder: Path, sizes: dict[str, int]) -> None:
+        self.folder, self.sizes = folder, sizes
+
+    def __getitem__(self, name: str) -> bytes:
+        if name not in self.sizes:
+            raise KeyError(name)
+        return (self.folder / name).read_bytes()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
 
 
 def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False,
@@ -259,23 +291,51 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
           jobs: int | None = None,
           progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None,
           ) -> tuple[Plan, list[BuiltEdition]]:
-    """Build editions into OUT/<week>/. Everything is rendered before anything is written.
+    """Build editions into OUT/<week>/: all of them, or on any failure none.
 
-    OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an edition
-    whose folder already holds the same bytes is not rewritten."""
+    Each edition is written to a staging folder as soon as it is rendered (its bytes are
+    not kept in memory); the web archive is rendered next, and only then are the folders
+    swapped in. OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an
+    edition whose folder already holds the same bytes is not rewritten."""
+    from digest.archive import PAGE, prepare_archive, write_archive
+
     cache = BuildCache(out) if use_cache else None
     p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache)
-    built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress)
-    from digest.archive import prepare_archive, write_archive
-
     with locked(out):
-        archive = prepare_archive(out, p, built, cache)  # the web archive, rendered before anything is written
-        trees = {}
+        staging = Staging(out)
+        same: set[str] = set()  # weeks whose folder already holds these files (the web page aside)
+        kept: dict[str, BuiltEdition] = {}
+
+        def keep(item: BuiltEdition) -> BuiltEdition:
+            """Write a rendered edition to its staging folder (unless OUT holds it already)."""
+            sizes = {name: len(data) for name, data in item.files.items()}
+            if cache and unchanged_on_disk(out, item.week, item.files, ignore=(PAGE,)):
+                same.add(item.week)
+                folder = out / item.week
+            else:
+                folder = staging.stage(item.week, item.files)
+            kept[item.week] = replace(item, files=OnDisk(folder, sizes))
+            return kept[item.week]
+
+        def page(week: str, data: bytes) -> None:
+            """Add an edition's web page to its folder."""
+            if week not in same:
+                staging.add(week, {PAGE: data})
+                return
+            current = out / week / PAGE
+            if not (current.is_file() and current.read_bytes() == data):
+                staging.stage(week, {**kept[week].files, PAGE: data})  # the rest read back from OUT/WEEK
+
+        try:
+            built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress, keep=keep)
+            # The web archive, rendered before anything is swapped in.
+            archive = prepare_archive(out, p, built, cache, page=page)
+            staging.commit()
+        except BaseException:
+            staging.abort()
+            raise
         for item in built:
-            files = {**item.files, **archive.pages.get(item.week, {})}
-            if not (cache and unchanged_on_disk(out, item.week, files)):
-                trees[item.week] = files
-        write_trees(out, trees)
+            item.files.folder = out / item.week  # type: ignore[attr-defined]
         write_archive(out, archive)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
         if cache:
             cache.save(prune_editions=all_weeks)

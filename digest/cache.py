@@ -22,7 +22,7 @@ import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from digest import __version__
 from digest.config import Config
@@ -220,17 +220,19 @@ class BuildCache:
                 pass
 
 
-def unchanged_on_disk(out: Path, week: str, files: dict[str, bytes]) -> bool:
-    """True when OUT/WEEK holds exactly FILES (same names, same bytes): nothing to write."""
+def unchanged_on_disk(out: Path, week: str, files: Mapping[str, bytes], ignore: tuple[str, ...] = ()) -> bool:
+    """True when OUT/WEEK holds exactly FILES (same names, same bytes; IGNORE aside): nothing to write."""
     folder = os.path.join(out, week)
     try:
         present = set()
         for base, _dirs, names in os.walk(folder):
             rel = os.path.relpath(base, folder)
             present.update(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/") for name in names)
-        if present != set(files):
+        if present - set(ignore) != set(files) - set(ignore):
             return False
         for name, data in files.items():
+            if name in ignore:
+                continue
             with open(os.path.join(folder, name), "rb") as handle:
                 if handle.read() != data:
                     return False

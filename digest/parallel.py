@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Below this many editions to render, starting processes costs more than it saves.
 MIN_PARALLEL = 6
+#: Editions per task handed to a worker (about).
+CHUNK = 4
 
 _JOB: tuple[list[Plan], list[str], Renderer, str | None] | None = None  # inherited by forked workers
 
@@ -87,17 +89,25 @@ def _render_chunk(weeks: list[str]) -> list[BuiltEdition]:
 
 
 def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, profile: str | None = None,
-                 jobs: int | None = None, progress: Callable[[int], None] | None = None) -> list[BuiltEdition]:
+                 jobs: int | None = None, progress: Callable[[int], None] | None = None,
+                 done: Callable[[str, BuiltEdition], BuiltEdition] | None = None) -> list[BuiltEdition]:
     """Render WEEKS (in order; PLANS[i] for WEEKS[i]) serially or in forked processes; same bytes either way.
 
-    PROGRESS, when given, is called with the number of editions finished since its last call."""
+    PROGRESS, when given, is called with the number of editions finished since its last call.
+    DONE, when given, gets each edition as soon as it is rendered (in any order) and
+    returns what to keep of it: a build writes it out and keeps no bytes in memory."""
     from digest.build import render_edition
 
+    finished: dict[str, BuiltEdition] = {}
+
+    def arrive(week: str, item: BuiltEdition) -> None:
+        finished[week] = done(week, item) if done else item
+
     def serial(week: str) -> BuiltEdition:
-        item = render_edition(plans[weeks.index(week)], week, renderer, profile=profile)
+        arrive(week, render_edition(plans[weeks.index(week)], week, renderer, profile=profile))
         if progress:
             progress(1)
-        return item
+        return finished[week]
 
     count = workers_for(len(weeks), jobs)
     if count > 1 and (threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods()):
@@ -108,21 +118,25 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
     # Templates compiled and premailer imported once, here: every worker inherits them.
     renderer.warm()
     _JOB = (plans, weeks, renderer, profile)
-    # Interleaved chunks (0, n, 2n, … / 1, n+1, …) balance busy and quiet stretches of the year.
-    chunks = [weeks[i::count * 2] for i in range(count * 2)]
-    done: dict[str, BuiltEdition] = {}
+    # Small interleaved chunks (0, n, 2n, … / 1, n+1, …): busy and quiet stretches of the
+    # year balance out, and neither a worker nor the queue holds more than a few editions.
+    slices = max(count * 2, len(weeks) // CHUNK)
+    chunks = [weeks[i::slices] for i in range(slices)]
     try:
         with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork")) as pool:
             futures = {pool.submit(_render_chunk, chunk): chunk for chunk in chunks if chunk}
             for future in as_completed(futures):
+                chunk = futures.pop(future)  # dropped with its result once handed on
                 try:
-                    done.update(zip(futures[future], future.result()))
+                    items = future.result()
                 except Exception:  # re-rendered below, where the error surfaces as in a serial build
                     continue
+                for week, item in zip(chunk, items):
+                    arrive(week, item)
                 if progress:
-                    progress(len(futures[future]))
+                    progress(len(items))
     except OSError:  # cannot fork: no memory, process limit
         pass
     finally:
         _JOB = None
-    return [done[week] if week in done else serial(week) for week in weeks]
+    return [finished[week] if week in finished else serial(week) for week in weeks]

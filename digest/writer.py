@@ -81,55 +81,109 @@ def write_tree(out: Path, name: str, files: Mapping[str, bytes]) -> Path:
 
 
 def write_trees(out: Path, trees: Mapping[str, Mapping[str, bytes]]) -> list[Path]:
-    """Write several folders OUT/NAME/…, each swapped in whole.
+    """Write several folders OUT/NAME/…, each swapped in whole (see Staging)."""
+    staging = Staging(out)
+    for name, files in trees.items():
+        staging.stage(name, files)
+    return staging.commit()
 
-    All temporary folders are written first and flushed to disk with one sync (an
-    fsync per file cost 20–100 ms per edition), then each is swapped in with one
-    atomic rename. A failure while writing leaves every old folder as it was.
+
+class Staging:
+    """Folders written beside their targets (OUT/.tmp-NAME.PID) as they become ready,
+    then swapped in together by commit().
+
+    Nothing is flushed until commit(), which syncs once (an fsync per file cost 20–100 ms
+    per edition) and then swaps each folder in with one atomic rename. A failure while
+    writing removes every staged folder and leaves every old folder as it was. Use it
+    under the build lock: recover() removes staged folders a killed run left.
     """
-    pending: list[tuple[Path, Path]] = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, files in trees.items():
-            tmp = out / f".tmp-{name}.{os.getpid()}"
-            pending.append((tmp, out / name))
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.pending: dict[str, Path] = {}
+
+    def folder(self, name: str) -> Path:
+        return self.out / f".tmp-{name}.{os.getpid()}"
+
+    def stage(self, name: str, files: Mapping[str, bytes]) -> Path:
+        """Write FILES into NAME's staged folder (made afresh); returns the folder."""
+        tmp = self.folder(name)
+        self.pending[name] = tmp
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir()
+            self.add(name, files)
+        except BuildError:
+            raise
+        except OSError as exc:
+            self._fail(self.out / name, exc)
+        return tmp
+
+    def add(self, name: str, files: Mapping[str, bytes]) -> None:
+        """Write more FILES into NAME's staged folder."""
+        tmp = self.pending[name]
+        try:
+            made = {tmp}
             for rel, data in sorted(files.items()):
                 path = tmp / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
                 with open(path, "wb") as handle:
                     handle.write(data)
-        os.sync()
-    except OSError as exc:
-        for tmp, _ in pending:
+        except OSError as exc:
+            self._fail(self.out / name, exc)
+
+    def drop(self, name: str) -> None:
+        """Forget NAME's staged folder (its target stays as it is)."""
+        tmp = self.pending.pop(name, None)
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        target = pending[-1][1] if pending else out
+
+    def abort(self) -> None:
+        for name in list(self.pending):
+            self.drop(name)
+
+    def _fail(self, target: Path, exc: OSError) -> None:
+        self.abort()
         hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder is writable"
         raise BuildError(f"could not write {target}: {exc.strerror or exc} ({hint}); "
                          "the previous edition, if any, is unchanged.") from None
-    written = []
-    for index, (tmp, target) in enumerate(pending):
+
+    def commit(self) -> list[Path]:
+        """Flush everything staged to disk, then swap each folder in; returns the targets."""
+        pending = [(tmp, self.out / name) for name, tmp in self.pending.items()]
+        self.pending = {}
         try:
-            if target.exists():
-                if _exchange(tmp, target):
-                    shutil.rmtree(tmp, ignore_errors=True)
+            os.sync()
+        except OSError as exc:  # pragma: no cover - sync does not fail on Linux
+            for tmp, _ in pending:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._fail(pending[-1][1] if pending else self.out, exc)
+        written = []
+        for index, (tmp, target) in enumerate(pending):
+            try:
+                if target.exists():
+                    if _exchange(tmp, target):
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        old = self.out / f".old-{target.name}.{os.getpid()}"
+                        target.rename(old)
+                        tmp.rename(target)
+                        shutil.rmtree(old, ignore_errors=True)
                 else:
-                    old = out / f".old-{target.name}.{os.getpid()}"
-                    target.rename(old)
                     tmp.rename(target)
-                    shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(target)
-        except OSError as exc:
-            for rest, _ in pending[index:]:
-                shutil.rmtree(rest, ignore_errors=True)
-            raise BuildError(f"could not replace {target}: {exc.strerror or exc}; "
-                             "it still holds the previous edition.") from None
-        written.append(target)
-    _fsync_dir(out)
-    return written
+            except OSError as exc:
+                for rest, _ in pending[index:]:
+                    shutil.rmtree(rest, ignore_errors=True)
+                raise BuildError(f"could not replace {target}: {exc.strerror or exc}; "
+                                 "it still holds the previous edition.") from None
+            written.append(target)
+        if pending:
+            _fsync_dir(self.out)
+        return written
 
 
 def write_file(path: Path, data: bytes) -> None:

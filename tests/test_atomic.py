@@ -285,3 +285,35 @@ def test_a_read_only_target_fails_clearly_and_keeps_the_previous_edition(tmp_pat
     assert "Traceback" not in result.stderr, result.stderr
     assert "Read-only file system" in result.stderr
     assert complete_edition(out / WEEK) == before
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_render_that_fails_after_others_were_staged_leaves_everything_as_it_was(tmp_path: Path,
+                                                                                   jobs: int) -> None:
+    """Editions are written to staging folders as they are rendered; when a later one
+    fails, every staged folder goes and every edition on disk stays as it was."""
+    from datetime import date
+
+    from benchmarks.synth import make_newsletter
+    from digest.build import build
+
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=8, per_week=3, seed=5)
+    shutil.copytree(REPO / "templates", root / "templates")
+    out = tmp_path / "dist"
+    _, built = build(root, out, all_weeks=True, today=date(2020, 1, 1), jobs=jobs)
+    last = built[-1].week
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+              if p.is_file() and ".cache" not in p.parts}
+    layout = root / "templates" / "email" / "digest.mjml"
+    layout.write_text(layout.read_text(encoding="utf-8").replace(
+        "{% block content %}", "{% block content %}{% if edition.week == '" + last + "' %}{{ no_such_name }}{% endif %}", 1),
+        encoding="utf-8")
+    (root / "entries" / "extra.md").write_text("---\ntitle: New\norganizer: O\nstart: 2020-01-01\n---\nNew.\n",
+                                               encoding="utf-8")
+    with pytest.raises(BuildError):
+        build(root, out, all_weeks=True, today=date(2020, 1, 1), jobs=jobs)
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+             if p.is_file() and ".cache" not in p.parts}
+    assert after == before
+    assert not [p for p in out.iterdir() if p.name.startswith((".tmp-", ".old-"))]

@@ -198,3 +198,19 @@ def test_cached_web_pages_follow_web_template_changes(newsletter: Path, tmp_path
     snap = snapshot(out)
     assert any(b"changed web template" in data for name, data in snap.items() if name.endswith("/index.html"))
     assert snap == fresh(newsletter, tmp_path)
+
+
+def test_a_build_keeps_no_edition_bytes_in_memory(newsletter: Path, tmp_path: Path) -> None:
+    """build() hands back editions whose files are read from OUT when asked for."""
+    from digest.build import OnDisk
+
+    out = tmp_path / "out"
+    for _ in range(2):  # rendered, then from the cache
+        _, built = build(newsletter, out, all_weeks=True, today=TODAY, jobs=2)
+        for item in built:
+            assert isinstance(item.files, OnDisk)
+            assert item.files.folder == out / item.week
+            on_disk = {p.name for p in (out / item.week).iterdir()} - {"index.html"}
+            assert set(item.files) == on_disk
+            assert all(item.files[name] == (out / item.week / name).read_bytes() for name in item.files)
+            assert len(item.files["digest.html"]) == item.manifest["bytes"]["digest.html"]
