@@ -161,8 +161,9 @@ class Renderer:
                 self._templates.setdefault(name, self.env.get_template(name))
             except jinja2.TemplateError:
                 pass  # rendering reports it, with the file and line
-        import mjml  # noqa: F401
+        import importlib
 
+        importlib.import_module("mjml")
         _premailer_class()
 
     def mjml(self, context: dict[str, Any]) -> str:
