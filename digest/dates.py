@@ -6,7 +6,6 @@ import re
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil.parser import isoparse
 
 #: Abbreviation -> (IANA zone, True if the abbreviation names daylight time,
 #: False if standard time, None if it names neither, e.g. "ET").
@@ -57,6 +56,8 @@ def parse_when(value: object) -> date | datetime:
     try:
         if len(text) == 10:
             return date.fromisoformat(text)
+        from dateutil.parser import isoparse  # imported only when an entry is parsed
+
         parsed = isoparse(text)
     except ValueError as exc:
         raise DateValueError(f"{value!r} is not a real date or time: {exc}") from None

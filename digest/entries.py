@@ -12,18 +12,16 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import yaml
-
 from digest.config import Config
 from digest.dates import EXAMPLE, DateValueError, parse_day, parse_when, resolve_zone
 from digest.errors import Problem
 from digest.links import link_problem
-from digest.markup import plain_summary, render_body
 from digest.models import STATUSES, Event, Speaker
 
 ENTRIES_DIR = "entries"
@@ -37,17 +35,23 @@ FIELDS = ("title", "organizer", "start", "end", "timezone", "all_day", "location
           "register", "register_by", "speakers", "tags", "status", "until", "uid", "summary")
 SPEAKER_FIELDS = ("name", "role")
 
-_BASE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@lru_cache(maxsize=1)
+def _loaders() -> tuple[type, type]:
+    """libyaml's safe loader, and one without the timestamp resolver (dates stay text,
+    read by digest.dates). PyYAML is imported here, on the first entry parsed: a build
+    that finds every entry in its cache does not load it."""
+    import yaml
 
+    base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
-    """Safe YAML without the timestamp resolver: dates stay text, read by digest.dates."""
+    class Loader(base):  # type: ignore[misc, valid-type]
+        """Safe YAML without the timestamp resolver."""
 
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()
-}
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    return base, Loader
 
 
 def discover(root: Path) -> list[Path]:
@@ -184,6 +188,8 @@ def _decode(raw: bytes, rel: str) -> tuple[str, Problem | None]:
 
 
 def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_Fields, str] | None:
+    import yaml
+
     lines = text.split("\n")
     if lines[0].strip() != "---":
         problems.append(Problem(rel, 1, None, "no front matter",
@@ -202,7 +208,7 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
         if shape:
             problems.append(Problem(rel, shape[0], None, shape[1], "write plain 'field: value' lines"))
             return None
-        loader = _Loader(source)
+        loader = _loaders()[1](source)
         try:
             node = loader.get_single_node()
         finally:
@@ -228,7 +234,7 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
         return None
     values: dict[str, Any] = {}
     where: dict[str, int] = {}
-    constructor = _Loader("")
+    constructor = _loaders()[1]("")
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 2
         if not isinstance(key_node, yaml.ScalarNode):
@@ -265,7 +271,9 @@ def _shape_problem(source: str) -> tuple[int, str] | None:
     libyaml's bindings), aliases (billion laughs) and huge node counts. Reads events only,
     which libyaml produces without recursion."""
     depth = nodes = 0
-    for event in yaml.parse(source, Loader=_BASE_LOADER):
+    import yaml
+
+    for event in yaml.parse(source, Loader=_loaders()[0]):
         line = event.start_mark.line + 2
         if isinstance(event, yaml.AliasEvent):
             return line, "YAML aliases ('*name') are not supported"
@@ -485,6 +493,8 @@ def _validate(f: _Fields, body: str, rel: str, config: Config, digest_hash: str,
 
     if any(not p.warning for p in problems):
         return None
+    from digest.markup import plain_summary, render_body  # markdown-it: only when an entry is parsed
+
     body_html, blocks = render_body(body)
     slug = re.sub(r"[^a-z0-9]+", "-", rel.removeprefix(ENTRIES_DIR + "/").removesuffix(".md").lower()).strip("-")
     return Event(
