@@ -135,10 +135,10 @@ def web_template_dirs(root: Path) -> list[Path]:
 class WebRenderer:
     """Jinja2 (autoescaped, StrictUndefined) over templates/web/."""
 
-    def __init__(self, root: Path, bytecode: Path | None = None) -> None:
+    def __init__(self, root: Path, bytecode: jinja2.BytecodeCache | None = None) -> None:
         self.dirs = web_template_dirs(root)
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
-                                      bytecode_cache=jinja2.FileSystemBytecodeCache(str(bytecode)) if bytecode else None,
+                                      bytecode_cache=bytecode,
                                       autoescape=True, undefined=jinja2.StrictUndefined,
                                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
 

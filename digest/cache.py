@@ -163,21 +163,30 @@ class BuildCache:
         self._editions_used.add(key)
         self._write(self.folder / "editions" / f"{key}.pickle", pickle.dumps(built, pickle.HIGHEST_PROTOCOL))
 
-    def bytecode(self) -> Path | None:
-        """A folder for Jinja's compiled templates, or None. Jinja checks each template's
-        source; the folder is per tool fingerprint because the environments' options
-        (digest's code) shape the compiled code too."""
+    def bytecode(self) -> Any:
+        """A Jinja bytecode cache for compiled templates (Jinja checks each template's source).
+
+        Its folder is per tool fingerprint, because the environments' options (digest's
+        code) shape the compiled code too, and is made only when a template is compiled:
+        a build that fails before rendering leaves nothing behind."""
+        import jinja2
+
         parent = self.folder / "jinja"
         folder = parent / tool_fingerprint()[:16]
-        try:
-            if not folder.is_dir():
-                if parent.is_dir():
-                    for old in parent.iterdir():
-                        shutil.rmtree(old, ignore_errors=True)
-                folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return None
-        return folder
+
+        class Bytecode(jinja2.FileSystemBytecodeCache):
+            def dump_bytecode(self, bucket: Any) -> None:
+                try:
+                    if not folder.is_dir():
+                        if parent.is_dir():
+                            for old in parent.iterdir():
+                                shutil.rmtree(old, ignore_errors=True)
+                        folder.mkdir(parents=True, exist_ok=True)
+                    super().dump_bytecode(bucket)
+                except OSError:
+                    pass  # a cache that cannot be written only makes the next build slower
+
+        return Bytecode(str(folder))
 
     # -- other derived files (web pages) -----------------------------------------------
 

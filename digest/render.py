@@ -31,12 +31,11 @@ def _autoescape(name: str | None) -> bool:
     return name is None or not name.endswith((".txt", ".css"))
 
 
-def make_environment(root: Path, bytecode: Path | None = None) -> jinja2.Environment:
-    """The email templates' environment; with BYTECODE, compiled templates are kept in that
-    folder (Jinja's own cache, keyed by each template's source) for the next process."""
+def make_environment(root: Path, bytecode: jinja2.BytecodeCache | None = None) -> jinja2.Environment:
+    """The email templates' environment; BYTECODE keeps compiled templates for the next process."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(root)]),
-        bytecode_cache=jinja2.FileSystemBytecodeCache(str(bytecode)) if bytecode else None,
+        bytecode_cache=bytecode,
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -140,7 +139,7 @@ def _template_problem(exc: BaseException, tb: TracebackType | None, dirs: list[P
 class Renderer:
     """Holds the compiled templates of one newsletter; renders any number of editions."""
 
-    def __init__(self, root: Path, bytecode: Path | None = None) -> None:
+    def __init__(self, root: Path, bytecode: jinja2.BytecodeCache | None = None) -> None:
         self.root = root
         self.dirs = template_dirs(root)
         self.env = make_environment(root, bytecode)
