@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 CACHE_DIR = ".cache"
 ENTRIES_FILE = "entries.pickle"
+ZONES_FILE = "vtimezones.pickle"
 #: Libraries whose version changes what a build writes.
 LIBRARIES = ("jinja2", "mjml-python", "premailer", "cssutils", "icalendar", "markdown-it-py", "PyYAML", "tzdata",
              "MarkupSafe", "lxml")
@@ -51,7 +52,22 @@ def tool_fingerprint() -> str:
             h.update(f"{name} -\0".encode())
     for path in sorted(_PACKAGE.rglob("*.py")):
         h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(_system_tzdata().encode())
     return h.hexdigest()
+
+
+def _system_tzdata() -> str:
+    """The version line of the system's time zone database, which zoneinfo prefers to the
+    tzdata package: an update changes local times, offsets and VTIMEZONEs."""
+    import zoneinfo
+
+    for folder in zoneinfo.TZPATH:
+        try:
+            with open(os.path.join(folder, "tzdata.zi"), encoding="utf-8") as handle:
+                return f"{folder} {handle.readline().strip()}"
+        except OSError:
+            continue
+    return "-"
 
 
 def config_fingerprint(config: Config) -> str:
@@ -84,8 +100,25 @@ class BuildCache:
         self._entries_used: set[str] = set()
         self._entries_dirty = False
         self._editions_used: set[str] = set()
+        self._zones: dict[tuple[str, int, int], bytes] = {}
         self.hits = 0
         self.misses = 0
+        self._load_zones()
+
+    # -- VTIMEZONEs ---------------------------------------------------------------------
+
+    def _load_zones(self) -> None:
+        """Give digest.ical the VTIMEZONEs earlier builds made (same tool, same tzdata)."""
+        from digest import ical
+
+        try:
+            data = pickle.loads((self.folder / ZONES_FILE).read_bytes())
+            if isinstance(data, dict) and data.get("tool") == tool_fingerprint():
+                self._zones = dict(data["zones"])
+        except Exception:  # missing, truncated or from another tool: they are made again
+            self._zones = {}
+        for key, value in self._zones.items():
+            ical.ZONES.setdefault(key, value)
 
     # -- entries ------------------------------------------------------------------------
 
@@ -204,8 +237,14 @@ class BuildCache:
     # -- saving -------------------------------------------------------------------------
 
     def save(self, *, prune_editions: bool = False) -> None:
-        """Write the entry table (only the files still in use); with PRUNE_EDITIONS (a build
-        of every week), drop the editions this build did not use."""
+        """Write the entry table (only the files still in use) and any new VTIMEZONEs; with
+        PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
+        from digest import ical
+
+        if set(ical.ZONES) - set(self._zones):
+            self._zones = {**ical.ZONES, **self._zones}
+            self._write(self.folder / ZONES_FILE, pickle.dumps({"tool": tool_fingerprint(), "zones": self._zones},
+                                                               pickle.HIGHEST_PROTOCOL))
         if self._entries is not None and (self._entries_dirty or set(self._entries) - self._entries_used):
             kept = {k: v for k, v in self._entries.items() if k in self._entries_used}
             self._write(self.folder / ENTRIES_FILE, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))

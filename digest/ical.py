@@ -187,8 +187,19 @@ def _vevent_ical(event: Event, sender_address: str, stamp: datetime) -> tuple[by
     return b"\r\n".join(lines), frozenset(tzids)
 
 
-@lru_cache(maxsize=None)
+#: VTIMEZONE bytes by (TZID, first year, last year): made here once, and kept between
+#: builds by digest.cache (icalendar searches each zone's transitions: ~14 ms a zone).
+ZONES: dict[tuple[str, int, int], bytes] = {}
+
+
 def _vtimezone(tzid: str, first_year: int, last_year: int) -> bytes:
+    key = (tzid, first_year, last_year)
+    if key not in ZONES:
+        ZONES[key] = _make_vtimezone(*key)
+    return ZONES[key]
+
+
+def _make_vtimezone(tzid: str, first_year: int, last_year: int) -> bytes:
     # The rules of the years the calendar's events span (plus a year each side), not
     # icalendar's default 1970-2038: ~60 transitions x 2 lines per zone and ~50 ms to
     # build became a few lines and ~1 ms.

@@ -214,3 +214,37 @@ def test_a_build_keeps_no_edition_bytes_in_memory(newsletter: Path, tmp_path: Pa
             assert set(item.files) == on_disk
             assert all(item.files[name] == (out / item.week / name).read_bytes() for name in item.files)
             assert len(item.files["digest.html"]) == item.manifest["bytes"]["digest.html"]
+
+
+def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newsletter: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """A new process finds the VTIMEZONEs the last build made (icalendar is not asked
+    again); a store written by another tool or tz database is ignored."""
+    from digest import ical
+
+    out = tmp_path / "out"
+    ical.ZONES.clear()
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    store = out / ".cache" / cache_mod.ZONES_FILE
+    assert store.is_file() and pickle.loads(store.read_bytes())["zones"]
+    before = snapshot(out)
+    entry = sorted((newsletter / "entries").rglob("*.md"))[0]
+    entry.write_text(entry.read_text(encoding="utf-8") + "\nEdited.\n", encoding="utf-8")
+    ical.ZONES.clear()  # as in a new process
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a VTIMEZONE was made again")
+
+    monkeypatch.setattr(ical, "_make_vtimezone", refuse)
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert snapshot(out) == fresh(newsletter, tmp_path) != before
+
+    data = pickle.loads(store.read_bytes())
+    data["tool"] = "another"
+    data["zones"] = {key: b"BEGIN:VTIMEZONE\r\nTZID:stale\r\nEND:VTIMEZONE\r\n" for key in data["zones"]}
+    store.write_bytes(pickle.dumps(data))
+    ical.ZONES.clear()
+    monkeypatch.undo()
+    shutil.rmtree(out / ".cache" / "editions")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert b"TZID:stale" not in b"".join(snapshot(out).values())
