@@ -243,6 +243,12 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
         if edition.empty and p.config.empty_weeks == "skip":
             continue
         key = cache.edition_key(q, week, profile, templates, edition) if cache else ""
+        left = cache.as_left(week, key) if cache else None
+        if cache and left is not None:  # OUT/WEEK is as the build that made this edition left it
+            item = BuiltEdition(week, edition, left["subject"], left["preheader"],
+                                OnDisk(cache.out / week, left["sizes"]), left["manifest"], left["warnings"], key)
+            found[week] = keep(item) if keep else item
+            continue
         hit = cache.get(key) if cache else None
         # The Edition made here (equal to the one rendered) replaces the unpickled copy of
         # it and of its events: 10,000 entries' editions held ~100 MB of such copies.
@@ -308,6 +314,10 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
 
         def keep(item: BuiltEdition) -> BuiltEdition:
             """Write a rendered edition to its staging folder (unless OUT holds it already)."""
+            if isinstance(item.files, OnDisk) and item.files.folder == out / item.week:
+                same.add(item.week)  # found as the last build left it
+                kept[item.week] = item
+                return item
             sizes = {name: len(data) for name, data in item.files.items()}
             if cache and unchanged_on_disk(out, item.week, item.files, ignore=(PAGE,)):
                 same.add(item.week)
@@ -336,6 +346,8 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             raise
         for item in built:
             item.files.folder = out / item.week  # type: ignore[attr-defined]
+            if cache:
+                cache.leave(item)
         write_archive(out, archive)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
         if cache:
             cache.save(prune_editions=all_weeks)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 CACHE_DIR = ".cache"
 ENTRIES_FILE = "entries.pickle"
 ZONES_FILE = "vtimezones.pickle"
+STAMPS_FILE = "stamps.pickle"
 #: Libraries whose version changes what a build writes.
 LIBRARIES = ("jinja2", "mjml-python", "premailer", "cssutils", "icalendar", "markdown-it-py", "PyYAML", "tzdata",
              "MarkupSafe", "lxml")
@@ -95,7 +96,10 @@ class BuildCache:
     """OUT/.cache: load once, ask and fill during a build, save at the end."""
 
     def __init__(self, out: Path) -> None:
+        self.out = out
         self.folder = out / CACHE_DIR
+        self._stamps: dict[str, dict[str, Any]] | None = None
+        self._stamps_dirty = False
         self._entries: dict[str, tuple[Event | None, list[Problem]]] | None = None
         self._entries_used: set[str] = set()
         self._entries_dirty = False
@@ -221,6 +225,40 @@ class BuildCache:
 
         return Bytecode(str(folder))
 
+    # -- edition folders as the last build left them ---------------------------------------
+
+    def _load_stamps(self) -> dict[str, dict[str, Any]]:
+        if self._stamps is None:
+            try:
+                data = pickle.loads((self.folder / STAMPS_FILE).read_bytes())
+                self._stamps = data if isinstance(data, dict) else {}
+            except Exception:
+                self._stamps = {}
+        return self._stamps
+
+    def as_left(self, week: str, key: str) -> dict[str, Any] | None:
+        """What the build that wrote OUT/WEEK from edition KEY recorded of it (subject,
+        manifest, file sizes…), when every file there still has the size and modification
+        time it left (as make and rsync judge files): the edition's bytes need not be
+        loaded or compared. Any other state (a file touched, added or removed) is None."""
+        record = self._load_stamps().get(week)
+        if not record or record.get("key") != key or folder_stat(self.out / week) != record.get("stat"):
+            return None
+        self._editions_used.add(key)
+        return record
+
+    def leave(self, item: BuiltEdition) -> None:
+        """Record OUT/WEEK as this build leaves it (call after it is written)."""
+        stat = folder_stat(self.out / item.week)
+        if stat is None:
+            return
+        self._load_stamps()[item.week] = {
+            "key": item.key, "stat": stat, "subject": item.subject, "preheader": item.preheader,
+            "manifest": item.manifest, "warnings": item.warnings,
+            "sizes": {name: stat[name][0] for name in item.files if name in stat},
+        }
+        self._stamps_dirty = True
+
     # -- other derived files (web pages) -----------------------------------------------
 
     def get_blob(self, key: str) -> bytes | None:
@@ -248,6 +286,8 @@ class BuildCache:
         if self._entries is not None and (self._entries_dirty or set(self._entries) - self._entries_used):
             kept = {k: v for k, v in self._entries.items() if k in self._entries_used}
             self._write(self.folder / ENTRIES_FILE, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
+        if self._stamps is not None and self._stamps_dirty:
+            self._write(self.folder / STAMPS_FILE, pickle.dumps(self._stamps, pickle.HIGHEST_PROTOCOL))
         if prune_editions and (self.folder / "editions").is_dir():
             for path in (*(self.folder / "editions").glob("*.pickle"), *(self.folder / "editions").glob("*.bin")):
                 if path.stem not in self._editions_used:
@@ -266,6 +306,25 @@ class BuildCache:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def folder_stat(folder: Path) -> dict[str, tuple[int, int]] | None:
+    """{relative name: (size, modification time in ns)} of every file under FOLDER; None when unreadable."""
+    found: dict[str, tuple[int, int]] = {}
+    try:
+        pending = [("", os.fspath(folder))]
+        while pending:
+            prefix, path = pending.pop()
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((f"{prefix}{entry.name}/", entry.path))
+                    else:
+                        info = entry.stat(follow_symlinks=False)
+                        found[prefix + entry.name] = (info.st_size, info.st_mtime_ns)
+    except OSError:
+        return None
+    return found
 
 
 def unchanged_on_disk(out: Path, week: str, files: Mapping[str, bytes], ignore: tuple[str, ...] = ()) -> bool:

@@ -63,13 +63,29 @@ class Event:
         return self.status in DATED and self.start is not None
 
     def first_day(self, zone: ZoneInfo) -> date | None:
+        return self._days(zone)[0]
+
+    def last_day(self, zone: ZoneInfo) -> date | None:
+        return self._days(zone)[1]
+
+    def _days(self, zone: ZoneInfo) -> tuple[date | None, date | None]:
+        """(first day, last day) in ZONE, worked out once per zone: a year's build asks
+        ~80,000 times. Kept outside the fields: equality, hashing and repr ignore it."""
+        memo = self.__dict__.get("_days_memo")
+        if memo is not None and memo[0] is zone:
+            return memo[1]
+        days = (self._first_day(zone), self._last_day(zone))
+        self.__dict__["_days_memo"] = (zone, days)  # a frozen dataclass: not through __setattr__
+        return days
+
+    def _first_day(self, zone: ZoneInfo) -> date | None:
         if self.start is None:
             return None
         if isinstance(self.start, datetime):
             return self.start.astimezone(zone).date()
         return self.start
 
-    def last_day(self, zone: ZoneInfo) -> date | None:
+    def _last_day(self, zone: ZoneInfo) -> date | None:
         end = self.end if self.end is not None else self.start
         if end is None:
             return None
@@ -80,6 +96,9 @@ class Event:
                 return local.date() - timedelta(days=1)
             return local.date()
         return end
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_days_memo"}
 
     def sort_key(self, zone: ZoneInfo) -> tuple:
         first = self.first_day(zone) or date.max

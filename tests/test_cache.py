@@ -248,3 +248,27 @@ def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newslett
     shutil.rmtree(out / ".cache" / "editions")
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert b"TZID:stale" not in b"".join(snapshot(out).values())
+
+
+def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
+    """An untouched edition folder (every file's size and modification time as recorded)
+    is trusted without loading the cached edition; a file edited in place, even to the
+    same size, or an added file is noticed and the folder rewritten."""
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+
+    def no_load(self, key):
+        raise AssertionError("an untouched edition was loaded from the cache")
+
+    monkeypatch.setattr(cache_mod.BuildCache, "get", no_load)
+    _, built = build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert all(item.files["digest.html"] == (out / item.week / "digest.html").read_bytes() for item in built)
+    monkeypatch.undo()
+
+    html = out / built[0].week / "digest.html"
+    original = html.read_bytes()
+    html.write_bytes(original.replace(b"<", b"{", 1))  # same size, new modification time
+    (out / built[-1].week / "stray.txt").write_bytes(b"left by hand")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert html.read_bytes() == original
+    assert snapshot(out) == fresh(newsletter, tmp_path)
