@@ -92,6 +92,11 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+#: The entry table this process last read or wrote, with its file's identity (path,
+#: size, modification time, inode): a long-lived process does not unpickle it again.
+_LOADED: list[Any] = [None, None]
+
+
 class BuildCache:
     """OUT/.cache: load once, ask and fill during a build, save at the end."""
 
@@ -128,11 +133,16 @@ class BuildCache:
 
     def _load_entries(self) -> dict[str, tuple[Event | None, list[Problem]]]:
         if self._entries is None:
-            self._entries = {}
+            path = self.folder / ENTRIES_FILE
             try:
-                data = pickle.loads((self.folder / ENTRIES_FILE).read_bytes())
-                if isinstance(data, dict):
-                    self._entries = data
+                info = path.stat()
+                stamp = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+                if _LOADED[0] == stamp:  # this process wrote or read that very file: no need to unpickle it
+                    self._entries = _LOADED[1]
+                else:
+                    data = pickle.loads(path.read_bytes())
+                    self._entries = data if isinstance(data, dict) else {}
+                    _LOADED[:] = [stamp, self._entries]
             except Exception:  # missing, truncated or from another Python: start afresh
                 self._entries = {}
         return self._entries
@@ -149,7 +159,8 @@ class BuildCache:
         keys: dict[int, str] = {}
         for index, (path, rel) in enumerate(items):
             try:
-                raw = path.read_bytes() if path.stat().st_size <= MAX_ENTRY_BYTES else None
+                with open(path, "rb") as handle:
+                    raw = handle.read() if os.fstat(handle.fileno()).st_size <= MAX_ENTRY_BYTES else None
             except OSError:
                 raw = None
             if raw is None:  # too big or unreadable: read_entry reports it its own way
@@ -285,7 +296,13 @@ class BuildCache:
                                                                pickle.HIGHEST_PROTOCOL))
         if self._entries is not None and (self._entries_dirty or set(self._entries) - self._entries_used):
             kept = {k: v for k, v in self._entries.items() if k in self._entries_used}
-            self._write(self.folder / ENTRIES_FILE, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
+            path = self.folder / ENTRIES_FILE
+            self._write(path, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
+            try:
+                info = path.stat()
+                _LOADED[:] = [(str(path), info.st_size, info.st_mtime_ns, info.st_ino), kept]
+            except OSError:
+                pass
         if self._stamps is not None and self._stamps_dirty:
             self._write(self.folder / STAMPS_FILE, pickle.dumps(self._stamps, pickle.HIGHEST_PROTOCOL))
         if prune_editions and (self.folder / "editions").is_dir():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from functools import lru_cache
 
 from digest.config import Config
 from digest.models import Edition, Event, OrganizerGroup
@@ -17,7 +18,12 @@ class WeekError(ValueError):
 
 def week_label(day: date, config: Config) -> str:
     """The label of the edition week holding DAY: the ISO week of the Monday inside it."""
-    first = week_first_day(day, config)
+    return _label(day, config.week_start_index)
+
+
+@lru_cache(maxsize=8192)
+def _label(day: date, week_start: int) -> str:
+    first = day - timedelta(days=(day.weekday() - week_start) % 7)
     monday = first + timedelta(days=(0 - first.weekday()) % 7)
     year, week, _ = monday.isocalendar()
     return f"{year}-W{week:02d}"

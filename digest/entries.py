@@ -56,11 +56,18 @@ def _loaders() -> tuple[type, type]:
 
 def discover(root: Path) -> list[Path]:
     """Entry files under ROOT/entries, in a stable order (by relative path, bytewise)."""
+    return [path for path, _ in _discover(root)]
+
+
+def _discover(root: Path) -> list[tuple[Path, str]]:
+    """(path, path relative to ROOT, with /) of every entry file, in discover's order."""
     folder = root / ENTRIES_DIR
     if not folder.is_dir():
         return []
-    files = [p for p in folder.rglob("*.md") if p.is_file() and not p.name.startswith(".")]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix().encode("utf-8"))
+    prefix = len(str(folder)) + 1  # rglob's paths all start with FOLDER's
+    found = [(path, ENTRIES_DIR + "/" + str(path)[prefix:].replace(os.sep, "/"))
+             for path in folder.rglob("*.md") if not path.name.startswith(".") and path.is_file()]
+    return sorted(found, key=lambda item: item[1].encode("utf-8", "surrogateescape"))
 
 
 PARALLEL_MIN = 300  # below this many files, starting processes costs more than it saves
@@ -107,7 +114,7 @@ def load_events(root: Path, config: Config, read: Any = None,
     problems: list[Problem] = []
     seen: dict[tuple, str] = {}
     seen_uid: dict[str, str] = {}
-    items = [(path, path.relative_to(root).as_posix()) for path in discover(root)]
+    items = _discover(root)
     if read_all is not None:
         results = read_all(items, config)
     elif read is not None:
