@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from digest.build import BuiltEdition, Plan
 
 CACHE_DIR = ".cache"
-ENTRIES_FILE = "entries.pickle"
+#: The entry table, in SHARDS files by the first hex digit of each key: an edit rewrites one.
+ENTRY_SHARDS = "entries"
+SHARDS = 16
 ZONES_FILE = "vtimezones.pickle"
 STAMPS_FILE = "stamps.pickle"
 #: Libraries whose version changes what a build writes.
@@ -92,9 +94,15 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-#: The entry table this process last read or wrote, with its file's identity (path,
-#: size, modification time, inode): a long-lived process does not unpickle it again.
-_LOADED: list[Any] = [None, None]
+#: The entry-table shards this process last read or wrote, with their files' identity:
+#: a long-lived process does not unpickle them again.
+_LOADED: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """(size, modification time in ns, inode) of PATH: a replaced or rewritten file differs."""
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns, info.st_ino
 
 
 class BuildCache:
@@ -105,9 +113,9 @@ class BuildCache:
         self.folder = out / CACHE_DIR
         self._stamps: dict[str, dict[str, Any]] | None = None
         self._stamps_dirty = False
-        self._entries: dict[str, tuple[Event | None, list[Problem]]] | None = None
+        self._entries: list[dict[str, tuple[Event | None, list[Problem]]]] | None = None
         self._entries_used: set[str] = set()
-        self._entries_dirty = False
+        self._entries_dirty: set[int] = set()
         self._editions_used: set[str] = set()
         self._zones: dict[tuple[str, int, int], bytes] = {}
         self.hits = 0
@@ -131,20 +139,27 @@ class BuildCache:
 
     # -- entries ------------------------------------------------------------------------
 
-    def _load_entries(self) -> dict[str, tuple[Event | None, list[Problem]]]:
+    def _shard_path(self, index: int) -> Path:
+        return self.folder / ENTRY_SHARDS / f"{index:x}.pickle"
+
+    def _load_entries(self) -> list[dict[str, tuple[Event | None, list[Problem]]]]:
         if self._entries is None:
-            path = self.folder / ENTRIES_FILE
-            try:
-                info = path.stat()
-                stamp = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
-                if _LOADED[0] == stamp:  # this process wrote or read that very file: no need to unpickle it
-                    self._entries = _LOADED[1]
-                else:
-                    data = pickle.loads(path.read_bytes())
-                    self._entries = data if isinstance(data, dict) else {}
-                    _LOADED[:] = [stamp, self._entries]
-            except Exception:  # missing, truncated or from another Python: start afresh
-                self._entries = {}
+            self._entries = []
+            for index in range(SHARDS):
+                path = self._shard_path(index)
+                shard: dict[str, tuple[Event | None, list[Problem]]] = {}
+                try:
+                    stamp = _identity(path)
+                    memo = _LOADED.get(str(path))
+                    if memo is not None and memo[0] == stamp:  # this process wrote or read that very file
+                        shard = memo[1]
+                    else:
+                        data = pickle.loads(path.read_bytes())
+                        shard = data if isinstance(data, dict) else {}
+                        _LOADED[str(path)] = (stamp, shard)
+                except Exception:  # missing, truncated or from another Python: start afresh
+                    shard = {}
+                self._entries.append(shard)
         return self._entries
 
     def read_all(self, items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
@@ -169,8 +184,9 @@ class BuildCache:
                 continue
             key = keys[index] = _key(base, rel, hashlib.sha256(raw).hexdigest())
             self._entries_used.add(key)
-            if key in stored:
-                event, problems = stored[key]
+            shard = stored[int(key[0], 16)]
+            if key in shard:
+                event, problems = shard[key]
                 results.append((event, list(problems)))
             else:
                 results.append(None)
@@ -178,8 +194,9 @@ class BuildCache:
         for index, (event, problems) in zip(missing, read_entries([items[i] for i in missing], config)):
             results[index] = (event, problems)
             if index in keys:
-                stored[keys[index]] = (event, list(problems))
-                self._entries_dirty = True
+                key = keys[index]
+                stored[int(key[0], 16)][key] = (event, list(problems))
+                self._entries_dirty.add(int(key[0], 16))
         return [r for r in results if r is not None]
 
     # -- editions -----------------------------------------------------------------------
@@ -294,15 +311,15 @@ class BuildCache:
             self._zones = {**ical.ZONES, **self._zones}
             self._write(self.folder / ZONES_FILE, pickle.dumps({"tool": tool_fingerprint(), "zones": self._zones},
                                                                pickle.HIGHEST_PROTOCOL))
-        if self._entries is not None and (self._entries_dirty or set(self._entries) - self._entries_used):
-            kept = {k: v for k, v in self._entries.items() if k in self._entries_used}
-            path = self.folder / ENTRIES_FILE
-            self._write(path, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
-            try:
-                info = path.stat()
-                _LOADED[:] = [(str(path), info.st_size, info.st_mtime_ns, info.st_ino), kept]
-            except OSError:
-                pass
+        for index, shard in enumerate(self._entries or ()):
+            if index in self._entries_dirty or set(shard) - self._entries_used:
+                kept = {k: v for k, v in shard.items() if k in self._entries_used}
+                path = self._shard_path(index)
+                self._write(path, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
+                try:
+                    _LOADED[str(path)] = (_identity(path), kept)
+                except OSError:
+                    pass
         if self._stamps is not None and self._stamps_dirty:
             self._write(self.folder / STAMPS_FILE, pickle.dumps(self._stamps, pickle.HIGHEST_PROTOCOL))
         if prune_editions and (self.folder / "editions").is_dir():

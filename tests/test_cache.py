@@ -62,7 +62,7 @@ def test_warm_build_renders_nothing_and_matches_uncached(newsletter: Path, tmp_p
     out = tmp_path / "out"
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     first = len(renders)
-    assert first >= 4 and (out / ".cache" / "entries.pickle").is_file()
+    assert first >= 4 and list((out / ".cache" / cache_mod.ENTRY_SHARDS).glob("*.pickle"))
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert len(renders) == first  # every edition came from the cache
     assert snapshot(out) == fresh(newsletter, tmp_path)
@@ -132,12 +132,14 @@ def test_fingerprint_covers_source_and_libraries() -> None:
 def test_corrupt_or_foreign_cache_files_are_misses(newsletter: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
-    (out / ".cache" / "entries.pickle").write_bytes(b"not a pickle")
+    shards = sorted((out / ".cache" / cache_mod.ENTRY_SHARDS).glob("*.pickle"))
+    for shard in shards:
+        shard.write_bytes(b"not a pickle")
     for path in (out / ".cache" / "editions").glob("*.pickle"):
         path.write_bytes(path.read_bytes()[:20])
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert snapshot(out) == fresh(newsletter, tmp_path)
-    assert isinstance(pickle.loads((out / ".cache" / "entries.pickle").read_bytes()), dict)
+    assert all(isinstance(pickle.loads(shard.read_bytes()), dict) for shard in shards)
 
 
 def test_damaged_output_folder_is_rewritten(newsletter: Path, tmp_path: Path) -> None:
