@@ -142,6 +142,14 @@ class WebRenderer:
                                       autoescape=True, undefined=jinja2.StrictUndefined,
                                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
 
+    def warm(self) -> None:
+        """Compile the page templates now (before forking workers); errors surface when rendering."""
+        for name in ("edition.html", "nav.html"):
+            try:
+                self.env.get_template(name)
+            except jinja2.TemplateError:
+                pass
+
     def render(self, name: str, context: dict[str, Any]) -> str:
         try:
             return self.env.get_template(name).render(context)
@@ -178,8 +186,10 @@ def nav_html(renderer: WebRenderer, config: Config, listing: list[Listed], week:
     return NAV_START + inner.strip() + NAV_END
 
 
-def edition_page(renderer: WebRenderer, p: Plan, item: BuiltEdition, listing: list[Listed]) -> bytes:
-    """The web version of one edition: everything in the email, in full, without the unsubscribe footer."""
+def edition_page(renderer: WebRenderer, p: Plan, item: BuiltEdition, nav: str = NAV_START + NAV_END) -> bytes:
+    """The web version of one edition: everything in the email, in full, without the
+    unsubscribe footer. NAV is its previous/next links (see nav_html); left empty, the
+    page is rendered without them (in a build's worker) and with_nav puts them in."""
     config = p.config
     context = edition_context(item.edition, config)
     context.update({
@@ -188,27 +198,18 @@ def edition_page(renderer: WebRenderer, p: Plan, item: BuiltEdition, listing: li
         "description": item.preheader,
         "subject": item.subject,
         "ics_files": sorted(name for name in item.files if name.endswith(".ics")),
-        "nav": Markup(nav_html(renderer, config, listing, item.week)),
+        "nav": Markup(nav),
     })
     return _tidy(renderer.render("edition.html", context)).encode("utf-8")
 
 
-def cached_edition_page(cache: BuildCache | None, base: str, renderer: WebRenderer, p: Plan, item: BuiltEdition,
-                        listing: list[Listed]) -> bytes:
-    """edition_page, from the build cache when nothing it is made from changed (BASE
-    covers the tool, the config and the web templates): re-rendering every web page was
-    half of a build in which nothing had changed."""
-    if cache is None:
-        return edition_page(renderer, p, item, listing)
-    nav = nav_html(renderer, p.config, listing, item.week)
-    key = hashlib.sha256("\0".join((
-        base, item.key or repr(item.edition), item.subject, item.preheader, repr(sorted(item.files)), nav,
-    )).encode()).hexdigest()
-    page = cache.get_blob(key)
-    if page is None:
-        page = edition_page(renderer, p, item, listing)
-        cache.put_blob(key, page)
-    return page
+def with_nav(page: bytes, nav: str) -> bytes | None:
+    """PAGE with NAV in place of its previous/next links; None when it has no markers
+    (custom templates): it is rendered again instead."""
+    head, found, rest = page.rpartition(NAV_START.encode())
+    if not found or NAV_END.encode() not in rest:
+        return None
+    return head + nav.encode("utf-8") + rest.split(NAV_END.encode(), 1)[1]
 
 
 # -- the archive's own files ---------------------------------------------------
@@ -318,14 +319,10 @@ def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Liste
         page = out / item.week / PAGE
         if item.week in skip or not page.is_file():
             continue
-        html = page.read_text(encoding="utf-8")
-        head, found, rest = html.rpartition(NAV_START)
-        if not found or NAV_END not in rest:
-            continue  # a page without markers (older or custom templates) is left as it is
-        tail = rest.split(NAV_END, 1)[1]
-        fresh = head + nav_html(renderer, config, listing, item.week) + tail
-        if fresh != html:
-            changed[f"{item.week}/index.html"] = fresh.encode("utf-8")
+        html = page.read_bytes()
+        fresh = with_nav(html, nav_html(renderer, config, listing, item.week))
+        if fresh is not None and fresh != html:  # a page without markers is left as it is
+            changed[f"{item.week}/index.html"] = fresh
     return changed
 
 
@@ -350,15 +347,16 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
     """
     listing = catalogue(out, built)
     renderer = WebRenderer(p.config.root, cache.bytecode() if cache is not None else None)
-    base = ""
-    if cache is not None:
-        from digest.cache import config_fingerprint, templates_fingerprint, tool_fingerprint
-
-        base = "\0".join(("web-page", tool_fingerprint(), config_fingerprint(p.config),
-                          templates_fingerprint(renderer.dirs)))
     pages: dict[str, dict[str, bytes]] = {}
     for item in built:
-        data = cached_edition_page(cache, base, renderer, p, item, listing)
+        nav = nav_html(renderer, p.config, listing, item.week)
+        # Rendered with the edition (in its worker) or, for an edition left as it was,
+        # the page on disk: only the previous/next links can have changed.
+        current = out / item.week / PAGE
+        ready = item.page or (current.read_bytes() if current.is_file() else b"")
+        data = with_nav(ready, nav) if ready else None
+        if data is None:
+            data = edition_page(renderer, p, item, nav)
         if page is not None:
             page(item.week, data)
         else:

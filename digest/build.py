@@ -44,6 +44,8 @@ class BuiltEdition:
     warnings: tuple[str, ...] = ()
     #: The build cache's key for this edition: names everything it was made from ("" without a cache).
     key: str = ""
+    #: Its web page without the previous/next links (digest.archive fills them in), when rendered.
+    page: bytes = b""
 
     @property
     def html(self) -> str:
@@ -228,16 +230,28 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
 
 def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None, cache: BuildCache | None = None,
                jobs: int | None = None, progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None,
+               page: Callable[[BuiltEdition], bytes] | None = None,
+               write: Callable[[BuiltEdition], BuiltEdition] | None = None,
                keep: Callable[[BuiltEdition], BuiltEdition] | None = None) -> list[BuiltEdition]:
     """Render every planned week: from CACHE when its inputs are unchanged, else on all cores.
 
-    KEEP, when given, gets each edition as soon as it is ready and returns what to hold
-    on to in its place."""
-    renderer = Renderer(root or p.config.root, cache.bytecode() if cache else None)
-    templates = templates_fingerprint(renderer.dirs) if cache else ""
+    PAGE, when given, renders an edition's web page where the edition was rendered (in
+    its worker). WRITE, when given, gets each rendered edition there too and returns
+    what to send back in its place; KEEP gets each edition here, as soon as it is ready,
+    and returns what to hold on to."""
+    from digest.archive import web_template_dirs
+
+    root = root or p.config.root
+    renderer = Renderer(root, cache.bytecode() if cache else None)
+    # A cached edition holds its web page: the web templates are part of its key.
+    templates = templates_fingerprint(renderer.dirs + web_template_dirs(root)) if cache else ""
     found: dict[str, BuiltEdition] = {}
     todo: list[tuple[str, str, Plan]] = []
     editions: dict[str, Edition] = {}
+
+    def ready(item: BuiltEdition) -> BuiltEdition:
+        return keep(item) if keep else item
+
     for week, q in zip(p.weeks, week_plans(p, list(p.weeks))):
         edition = make_edition(week, q.events, q.config, list(q.all_weeks))
         if edition.empty and p.config.empty_weeks == "skip":
@@ -245,30 +259,37 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
         key = cache.edition_key(q, week, profile, templates, edition) if cache else ""
         left = cache.as_left(week, key) if cache else None
         if cache and left is not None:  # OUT/WEEK is as the build that made this edition left it
-            item = BuiltEdition(week, edition, left["subject"], left["preheader"],
-                                OnDisk(cache.out / week, left["sizes"]), left["manifest"], left["warnings"], key)
-            found[week] = keep(item) if keep else item
+            found[week] = ready(BuiltEdition(week, edition, left["subject"], left["preheader"],
+                                             OnDisk(cache.out / week, left["sizes"]), left["manifest"],
+                                             left["warnings"], key))
             continue
         hit = cache.get(key) if cache else None
         # The Edition made here (equal to the one rendered) replaces the unpickled copy of
         # it and of its events: 10,000 entries' editions held ~100 MB of such copies.
         if hit is not None:
             hit = replace(hit, key=key, edition=edition)
-            found[week] = keep(hit) if keep else hit
+            found[week] = ready(write(hit) if write else hit)
         else:
             todo.append((week, key, q))
             editions[week] = edition
     keys = {week: key for week, key, _ in todo}
 
-    def done(week: str, item: BuiltEdition) -> BuiltEdition:
-        item = replace(item, key=keys[week], edition=editions.pop(week))
+    def finish(week: str, item: BuiltEdition) -> BuiltEdition:  # in the worker
+        item = replace(item, key=keys[week], page=page(item) if page else b"")
         if cache:
             cache.put(item.key, item)
-        return keep(item) if keep else item
+        if write:
+            item = write(item)
+        return replace(item, edition=None)  # type: ignore[arg-type]  # here it gets this process's
+
+    def done(week: str, item: BuiltEdition) -> BuiltEdition:  # here
+        if cache:
+            cache.used(item.key)
+        return ready(replace(item, edition=editions.pop(week)))
 
     with (progress(len(todo)) if progress else nullcontext(None)) as advance:
         rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile,
-                                jobs=jobs, progress=advance, done=done)
+                                jobs=jobs, progress=advance, finish=finish, done=done)
     found.update((week, item) for (week, _, _), item in zip(todo, rendered))
     return [found[week] for week in p.weeks if week in found]
 
@@ -303,7 +324,7 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
     not kept in memory); the web archive is rendered next, and only then are the folders
     swapped in. OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an
     edition whose folder already holds the same bytes is not rewritten."""
-    from digest.archive import PAGE, prepare_archive, write_archive
+    from digest.archive import PAGE, WebRenderer, edition_page, prepare_archive, write_archive
 
     cache = BuildCache(out) if use_cache else None
     p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache)
@@ -312,20 +333,23 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
         same: set[str] = set()  # weeks whose folder already holds these files (the web page aside)
         kept: dict[str, BuiltEdition] = {}
 
-        def keep(item: BuiltEdition) -> BuiltEdition:
-            """Write a rendered edition to its staging folder (unless OUT holds it already)."""
-            if isinstance(item.files, OnDisk) and item.files.folder == out / item.week:
-                same.add(item.week)  # found as the last build left it
-                kept[item.week] = item
-                return item
+        def write(item: BuiltEdition) -> BuiltEdition:
+            """Write an edition to its staging folder unless OUT holds it already (in a worker,
+            or here); it comes back with its files on disk."""
             sizes = {name: len(data) for name, data in item.files.items()}
             if cache and unchanged_on_disk(out, item.week, item.files, ignore=(PAGE,)):
+                return replace(item, files=OnDisk(out / item.week, sizes))
+            return replace(item, files=OnDisk(staging.stage(item.week, item.files), sizes))
+
+        def keep(item: BuiltEdition) -> BuiltEdition:
+            """Note where an edition is: as it is in OUT, or staged."""
+            folder = item.files.folder  # type: ignore[attr-defined]
+            if folder == out / item.week:
                 same.add(item.week)
-                folder = out / item.week
             else:
-                folder = staging.stage(item.week, item.files)
-            kept[item.week] = replace(item, files=OnDisk(folder, sizes))
-            return kept[item.week]
+                staging.adopt(item.week, folder)
+            kept[item.week] = item
+            return item
 
         def page(week: str, data: bytes) -> None:
             """Add an edition's web page to its folder."""
@@ -337,7 +361,10 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
                 staging.stage(week, {**kept[week].files, PAGE: data})  # the rest read back from OUT/WEEK
 
         try:
-            built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress, keep=keep)
+            web = WebRenderer(root, cache.bytecode() if cache else None)
+            web.warm()  # compiled once, here, before workers fork
+            built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress,
+                               page=lambda item: edition_page(web, p, item), write=write, keep=keep)
             # The web archive, rendered before anything is swapped in.
             archive = prepare_archive(out, p, built, cache, page=page)
             staging.commit()

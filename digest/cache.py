@@ -224,6 +224,10 @@ class BuildCache:
         self.hits += 1
         return built
 
+    def used(self, key: str) -> None:
+        """Keep edition KEY at the next prune (put() in a worker process noted it there)."""
+        self._editions_used.add(key)
+
     def put(self, key: str, built: BuiltEdition) -> None:
         self._editions_used.add(key)
         self._write(self.folder / "editions" / f"{key}.pickle", pickle.dumps(built, pickle.HIGHEST_PROTOCOL))

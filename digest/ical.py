@@ -9,7 +9,7 @@ for a VTIMEZONE and for the TZID of a named zone other than "UTC".
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -204,8 +204,38 @@ def _make_vtimezone(tzid: str, first_year: int, last_year: int) -> bytes:
     # icalendar's default 1970-2038: ~60 transitions x 2 lines per zone and ~50 ms to
     # build became a few lines and ~1 ms.
     from icalendar import Timezone
+    from icalendar.timezone import tzp
+
+    zone = tzp.timezone(tzid)
     try:
-        zone = Timezone.from_tzid(tzid, first_date=date(first_year - 1, 1, 1), last_date=date(last_year + 2, 1, 1))
-    except ValueError:  # a zone icalendar does not know gets no VTIMEZONE, as before
+        if zone is None:
+            raise ValueError(tzid)
+        first, last = date(first_year - 1, 1, 1), date(last_year + 2, 1, 1)
+        component = Timezone.from_tzinfo(_Bounded(zone, last), tzid, first, last)
+    except (ValueError, OverflowError):  # an unknown zone or impossible years: no VTIMEZONE, as before
         return b""
-    return b"\r\n".join(fold(line) for line in zone.content_lines() if line) + b"\r\n"
+    return b"\r\n".join(fold(line) for line in component.content_lines() if line) + b"\r\n"
+
+
+class _Bounded(tzinfo):
+    """ZONE, raising OverflowError from 65 days after LAST on, as zoneinfo does past
+    the year 9999. icalendar's from_tzinfo walks each stretch of one offset to its
+    end in steps of at most 64 days, stopping at that error: for a zone without
+    transitions ahead (Asia/Tokyo) it walked to the year 9999 (~10 ms a zone). Any
+    stretch reaching beyond LAST + 64 days is the last one it records either way, so
+    the VTIMEZONE is byte for byte the same (checked over every zone in tests)."""
+
+    def __init__(self, zone: tzinfo, last: date) -> None:
+        self.zone = zone
+        self.cap = datetime(last.year, last.month, last.day, tzinfo=self) + timedelta(days=65)
+
+    def utcoffset(self, moment: datetime | None) -> timedelta | None:
+        if moment is not None and moment.tzinfo is self and moment >= self.cap:
+            raise OverflowError("beyond the calendar's years")
+        return self.zone.utcoffset(moment)
+
+    def dst(self, moment: datetime | None) -> timedelta | None:
+        return self.zone.dst(moment)
+
+    def tzname(self, moment: datetime | None) -> str | None:
+        return self.zone.tzname(moment)

@@ -27,7 +27,8 @@ MIN_PARALLEL = 6
 #: Editions per task handed to a worker (about).
 CHUNK = 4
 
-_JOB: tuple[list[Plan], list[str], Renderer, str | None] | None = None  # inherited by forked workers
+#: What forked workers inherit: plans, weeks, renderer, profile and the finishing step.
+_JOB: tuple[list[Plan], list[str], Renderer, str | None, Callable[[str, BuiltEdition], BuiltEdition] | None] | None = None
 
 
 def week_plans(p: Plan, weeks: list[str]) -> list[Plan]:
@@ -84,18 +85,24 @@ def _render_chunk(weeks: list[str]) -> list[BuiltEdition]:
     from digest.build import render_edition
 
     assert _JOB is not None
-    plans, labels, renderer, profile = _JOB
-    return [render_edition(plans[labels.index(week)], week, renderer, profile=profile) for week in weeks]
+    plans, labels, renderer, profile, finish = _JOB
+    items = []
+    for week in weeks:
+        item = render_edition(plans[labels.index(week)], week, renderer, profile=profile)
+        items.append(finish(week, item) if finish else item)
+    return items
 
 
 def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, profile: str | None = None,
                  jobs: int | None = None, progress: Callable[[int], None] | None = None,
+                 finish: Callable[[str, BuiltEdition], BuiltEdition] | None = None,
                  done: Callable[[str, BuiltEdition], BuiltEdition] | None = None) -> list[BuiltEdition]:
     """Render WEEKS (in order; PLANS[i] for WEEKS[i]) serially or in forked processes; same bytes either way.
 
     PROGRESS, when given, is called with the number of editions finished since its last call.
-    DONE, when given, gets each edition as soon as it is rendered (in any order) and
-    returns what to keep of it: a build writes it out and keeps no bytes in memory."""
+    FINISH, when given, runs where each edition was rendered (in its worker) and returns
+    what to send back: a build writes the files there and sends back no bytes. DONE runs
+    here, as each edition arrives (in any order), and returns what to keep of it."""
     from digest.build import render_edition
 
     finished: dict[str, BuiltEdition] = {}
@@ -104,7 +111,8 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
         finished[week] = done(week, item) if done else item
 
     def serial(week: str) -> BuiltEdition:
-        arrive(week, render_edition(plans[weeks.index(week)], week, renderer, profile=profile))
+        item = render_edition(plans[weeks.index(week)], week, renderer, profile=profile)
+        arrive(week, finish(week, item) if finish else item)
         if progress:
             progress(1)
         return finished[week]
@@ -117,7 +125,7 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
     global _JOB
     # Templates compiled and premailer imported once, here: every worker inherits them.
     renderer.warm()
-    _JOB = (plans, weeks, renderer, profile)
+    _JOB = (plans, weeks, renderer, profile, finish)
     # Small interleaved chunks (0, n, 2n, … / 1, n+1, …): busy and quiet stretches of the
     # year balance out, and neither a worker nor the queue holds more than a few editions.
     slices = max(count * 2, len(weeks) // CHUNK)

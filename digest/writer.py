@@ -101,9 +101,14 @@ class Staging:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.pending: dict[str, Path] = {}
+        self.pid = os.getpid()  # forked workers stage under the same names
 
     def folder(self, name: str) -> Path:
-        return self.out / f".tmp-{name}.{os.getpid()}"
+        return self.out / f".tmp-{name}.{self.pid}"
+
+    def adopt(self, name: str, folder: Path) -> None:
+        """Take over a folder another process (a forked worker) staged for NAME."""
+        self.pending[name] = folder
 
     def stage(self, name: str, files: Mapping[str, bytes]) -> Path:
         """Write FILES into NAME's staged folder (made afresh); returns the folder."""
@@ -143,8 +148,11 @@ class Staging:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def abort(self) -> None:
+        """Remove every staged folder, workers' ones not yet adopted included."""
         for name in list(self.pending):
             self.drop(name)
+        for folder in self.out.glob(f".tmp-*.{self.pid}"):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _fail(self, target: Path, exc: OSError) -> None:
         self.abort()
