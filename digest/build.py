@@ -118,9 +118,9 @@ def plan(root: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False, toda
 
 def style_chars(html: str) -> int:
     """Characters inside <style> blocks (Gmail drops them all past 16,384)."""
-    import lxml.html
+    from digest.finish import document
 
-    return sum(len(style.text or "") for style in lxml.html.document_fromstring(html).iter("style"))
+    return sum(len(style.text or "") for style in document(html).iter("style"))
 
 
 def _stamp(today: date) -> datetime:
@@ -181,8 +181,8 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
             warnings.append(f"{week}: {len(edition.events) - keep} event(s) left out of the email to stay under "
                             f"{budget:,} bytes (listed on the web version)")
     html, text = substitute(html, text, links)
+    styles = style_chars(html)  # the document substitute has just parsed
     html = html.rstrip("\n") + "\n"  # the MIME part ends with a newline: the file matches it
-    styles = style_chars(html)
     if styles > STYLE_LIMIT:
         raise BuildError(f"{week}: the <style> blocks hold {styles:,} characters; Gmail drops them all past "
                          f"{STYLE_LIMIT:,}. Shorten the mj-style in templates/email/layout.mjml.")

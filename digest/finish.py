@@ -7,7 +7,9 @@ Placeholders are neutral https URLs while MJML and premailer run (inliners URL-e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from html import escape
+from typing import Any
 
 from digest.config import Config
 from digest.errors import BuildError, InputError, Problem
@@ -53,11 +55,18 @@ def links_for(config: Config, week: str, profile: str) -> Links:
     return Links(profile, unsub, view or web, None, None)
 
 
-def hrefs(html: str) -> list[str]:
-    """Every <a href> of a document, parsed with lxml (libxml2's HTML parser)."""
+@lru_cache(maxsize=2)
+def document(html: str) -> Any:
+    """HTML parsed with lxml (libxml2's HTML parser); the last two are kept, as the
+    links check and the style-size check read the same final HTML."""
     import lxml.html
 
-    return [a.get("href", "") for a in lxml.html.document_fromstring(html).iter("a") if a.get("href") is not None]
+    return lxml.html.document_fromstring(html)
+
+
+def hrefs(html: str) -> list[str]:
+    """Every <a href> of a document."""
+    return [a.get("href", "") for a in document(html).iter("a") if a.get("href") is not None]
 
 
 def substitute(html: str, text: str, links: Links) -> tuple[str, str]:
