@@ -367,14 +367,14 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
                                page=lambda item: edition_page(web, p, item), write=write, keep=keep)
             # The web archive, rendered before anything is swapped in.
             archive = prepare_archive(out, p, built, cache, page=page)
-            staging.commit()
+            written = {target.name for target in staging.commit()}
         except BaseException:
             staging.abort()
             raise
         for item in built:
             item.files.folder = out / item.week  # type: ignore[attr-defined]
             if cache:
-                cache.leave(item)
+                cache.leave(item, rewritten=item.week in written)
         write_archive(out, archive)  # OUT/index.html, feed.xml, events.ics; older pages' prev/next links
         if cache:
             cache.save(prune_editions=all_weeks)

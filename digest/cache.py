@@ -113,6 +113,7 @@ class BuildCache:
         self.folder = out / CACHE_DIR
         self._stamps: dict[str, dict[str, Any]] | None = None
         self._stamps_dirty = False
+        self._as_left: set[str] = set()
         self._entries: list[dict[str, tuple[Event | None, list[Problem]]]] | None = None
         self._entries_used: set[str] = set()
         self._entries_dirty: set[int] = set()
@@ -277,10 +278,13 @@ class BuildCache:
         if not record or record.get("key") != key or folder_stat(self.out / week) != record.get("stat"):
             return None
         self._editions_used.add(key)
+        self._as_left.add(week)
         return record
 
-    def leave(self, item: BuiltEdition) -> None:
+    def leave(self, item: BuiltEdition, *, rewritten: bool = True) -> None:
         """Record OUT/WEEK as this build leaves it (call after it is written)."""
+        if not rewritten and item.week in self._as_left:
+            return  # found as recorded, and left so
         stat = folder_stat(self.out / item.week)
         if stat is None:
             return
