@@ -15,7 +15,7 @@ import os
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -39,28 +39,31 @@ def week_plans(p: Plan, weeks: list[str]) -> list[Plan]:
     "further ahead" window, and undated items (ongoing, tba): this index finds those
     in one pass, so the editions (and their cache keys) are exactly the same.
     """
-    from digest.editions import week_bounds, week_label
+    from digest.editions import week_bounds
 
     config = p.config
     zone = config.zone
+    start = config.week_start_index
+
+    def number(day: date) -> int:  # consecutive weeks have consecutive numbers
+        return (day.toordinal() - 1 - start) // 7
+
     lookback = timedelta(days=7 * (config.ahead_weeks + 1))
     undated: list[int] = []
-    by_week: dict[str, set[int]] = {}
+    by_week: dict[int, set[int]] = {}
     for index, event in enumerate(p.events):
         first, last = event.first_day(zone), event.last_day(zone)
         if first is None or last is None:
             undated.append(index)
             continue
-        day, end = first - lookback, max(first, last)
-        while day <= end + timedelta(days=6):
-            by_week.setdefault(week_label(min(day, end), config), set()).add(index)
-            day += timedelta(days=7)
+        for week in range(number(first - lookback), number(max(first, last)) + 1):
+            by_week.setdefault(week, set()).add(index)
         if event.register_by:
-            by_week.setdefault(week_label(event.register_by, config), set()).add(index)
+            by_week.setdefault(number(event.register_by), set()).add(index)
     plans = []
     for week in weeks:
-        week_bounds(week, config)  # raises for a label that names no week, as make_edition would
-        chosen = sorted(by_week.get(week, set()).union(undated))
+        first_day, _ = week_bounds(week, config)  # raises for a label that names no week, as make_edition would
+        chosen = sorted(by_week.get(number(first_day), set()).union(undated))
         plans.append(replace(p, events=tuple(p.events[i] for i in chosen)))
     return plans
 
