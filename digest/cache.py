@@ -19,6 +19,7 @@ import os
 import pickle
 import shutil
 import sys
+import time
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,10 @@ ENTRY_SHARDS = "entries"
 SHARDS = 16
 ZONES_FILE = "vtimezones.pickle"
 STAMPS_FILE = "stamps.pickle"
+#: Entry file -> (size, modification time, inode, settings key, entry key) when last read.
+FILES_FILE = "files.pickle"
+#: A file modified this recently when read is read again next time ("racily clean", as git says).
+RACY_NS = 2_000_000_000
 #: Libraries whose version changes what a build writes.
 LIBRARIES = ("jinja2", "mjml-python", "premailer", "cssutils", "icalendar", "markdown-it-py", "PyYAML", "tzdata",
              "MarkupSafe", "lxml")
@@ -117,6 +122,8 @@ class BuildCache:
         self._entries: list[dict[str, tuple[Event | None, list[Problem]]]] | None = None
         self._entries_used: set[str] = set()
         self._entries_dirty: set[int] = set()
+        self._files: dict[str, tuple[int, int, int, str, str]] = {}
+        self._files_changed = False
         self._editions_used: set[str] = set()
         self._zones: dict[tuple[str, int, int], bytes] = {}
         self.hits = 0
@@ -163,6 +170,13 @@ class BuildCache:
                 self._entries.append(shard)
         return self._entries
 
+    def _load_files(self) -> dict[str, tuple[int, int, int, str, str]]:
+        try:
+            data = pickle.loads((self.folder / FILES_FILE).read_bytes())
+            return data if isinstance(data, dict) else {}
+        except Exception:
+            return {}
+
     def read_all(self, items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
         """digest.entries.read_entries with this cache: stored entries are reused, the
         others are parsed (on all cores when there are many) and stored."""
@@ -170,20 +184,36 @@ class BuildCache:
 
         stored = self._load_entries()
         base = _key(tool_fingerprint(), config_fingerprint(config))
+        known = self._load_files()
         results: list[tuple[Event | None, list[Problem]] | None] = []
         missing: list[int] = []
         keys: dict[int, str] = {}
+        now = time.time_ns()
         for index, (path, rel) in enumerate(items):
             try:
-                with open(path, "rb") as handle:
-                    raw = handle.read() if os.fstat(handle.fileno()).st_size <= MAX_ENTRY_BYTES else None
+                info = os.stat(path)
             except OSError:
-                raw = None
-            if raw is None:  # too big or unreadable: read_entry reports it its own way
-                results.append(None)
-                missing.append(index)
-                continue
-            key = keys[index] = _key(base, rel, hashlib.sha256(raw).hexdigest())
+                info = None
+            seen = known.get(rel)
+            if info is not None and seen is not None and seen[:4] == (info.st_size, info.st_mtime_ns,
+                                                                       info.st_ino, base):
+                key = seen[4]  # the file is as when it was last read (size, time, inode): not read again
+            else:
+                try:
+                    with open(path, "rb") as handle:
+                        raw = handle.read() if os.fstat(handle.fileno()).st_size <= MAX_ENTRY_BYTES else None
+                except OSError:
+                    raw = None
+                if raw is None:  # too big or unreadable: read_entry reports it its own way
+                    results.append(None)
+                    missing.append(index)
+                    continue
+                key = _key(base, rel, hashlib.sha256(raw).hexdigest())
+                if info is not None and now - info.st_mtime_ns > RACY_NS:
+                    seen = (info.st_size, info.st_mtime_ns, info.st_ino, base, key)
+            if seen is not None and seen[4] == key:
+                self._files[rel] = seen
+            keys[index] = key
             self._entries_used.add(key)
             shard = stored[int(key[0], 16)]
             if key in shard:
@@ -192,6 +222,7 @@ class BuildCache:
             else:
                 results.append(None)
                 missing.append(index)
+        self._files_changed = self._files != known
         for index, (event, problems) in zip(missing, read_entries([items[i] for i in missing], config)):
             results[index] = (event, problems)
             if index in keys:
@@ -328,6 +359,8 @@ class BuildCache:
                     _LOADED[str(path)] = (_identity(path), kept)
                 except OSError:
                     pass
+        if self._files_changed:
+            self._write(self.folder / FILES_FILE, pickle.dumps(self._files, pickle.HIGHEST_PROTOCOL))
         if self._stamps is not None and self._stamps_dirty:
             self._write(self.folder / STAMPS_FILE, pickle.dumps(self._stamps, pickle.HIGHEST_PROTOCOL))
         if prune_editions and (self.folder / "editions").is_dir():

@@ -274,3 +274,37 @@ def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert html.read_bytes() == original
     assert snapshot(out) == fresh(newsletter, tmp_path)
+
+
+def test_entry_files_as_last_read_are_not_read_again_and_edits_are_noticed(newsletter: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """An entry file whose size, modification time and inode are as when it was last read
+    is not read again; an edit, even to the same size, gives it a new modification time
+    and is read. A file modified within two seconds of being read is read again anyway."""
+    import os
+
+    entries = sorted((newsletter / "entries").rglob("*.md"))
+    for path in entries:
+        os.utime(path, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+
+    opened: list[str] = []
+    real_open = open
+
+    def spying_open(file, *args, **kwargs):
+        if str(file).endswith(".md"):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", spying_open)
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert opened == []
+
+    edited = entries[len(entries) // 2]
+    text = edited.read_text(encoding="utf-8")
+    edited.write_text(text.replace("a", "e", 1) if "a" in text else text.replace("e", "a", 1), encoding="utf-8")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert set(opened) == {str(edited)}  # hashed, then parsed
+    monkeypatch.undo()
+    assert snapshot(out) == fresh(newsletter, tmp_path)
