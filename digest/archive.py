@@ -88,14 +88,15 @@ def listed(manifest: dict[str, Any], where: str, *, page: bool = True) -> Listed
                          "or remove its folder, then build again. Nothing was written.") from None
 
 
-def on_disk(out: Path) -> dict[str, Listed]:
-    """Every edition folder under OUT with a manifest, by week."""
+def on_disk(out: Path, skip: Iterable[str] = ()) -> dict[str, Listed]:
+    """Every edition folder under OUT with a manifest, by week (the weeks in SKIP aside)."""
     found: dict[str, Listed] = {}
     if not out.is_dir():
         return found
+    skipped = set(skip)
     for folder in sorted(out.iterdir()):
         manifest = folder / "manifest.json"
-        if not WEEK_DIR.fullmatch(folder.name) or not manifest.is_file():
+        if folder.name in skipped or not WEEK_DIR.fullmatch(folder.name) or not manifest.is_file():
             continue
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -114,7 +115,8 @@ def on_disk(out: Path) -> dict[str, Listed]:
 
 def catalogue(out: Path, built: Iterable[BuiltEdition]) -> list[Listed]:
     """The editions the archive will hold once BUILT is written: on disk, replaced by this run's; oldest first."""
-    found = on_disk(out)
+    built = list(built)
+    found = on_disk(out, skip={item.week for item in built})  # those are being replaced
     for item in built:
         found[item.week] = listed(item.manifest, item.week)
     return [found[week] for week in sorted(found)]
@@ -286,24 +288,27 @@ def calendar_of_everything(p: Plan) -> bytes:
     return calendar_bytes(events, p.config, stamp, p.config.name)
 
 
+def _cached(cache: BuildCache | None, parts: Iterable[str], make: Callable[[], bytes]) -> bytes:
+    """make(), from the build cache when PARTS (everything it is made from) are unchanged."""
+    if cache is None:
+        return make()
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    data = cache.get_blob(key)
+    if data is None:
+        data = make()
+        cache.put_blob(key, data)
+    return data
+
+
 def _cached_calendar(cache: BuildCache | None, p: Plan) -> bytes:
     """calendar_of_everything, from the build cache when no entry, setting or tool changed.
 
     An Event is made from its file's bytes, the config and the tool alone, so their
     hashes (with "today", the DTSTAMP) name the calendar exactly."""
-    if cache is None:
-        return calendar_of_everything(p)
     from digest.cache import config_fingerprint, tool_fingerprint
 
-    key = hashlib.sha256("\0".join((
-        "events.ics", tool_fingerprint(), config_fingerprint(p.config), p.today.isoformat(),
-        *(f"{e.path}\0{e.content_hash}" for e in p.events),
-    )).encode()).hexdigest()
-    data = cache.get_blob(key)
-    if data is None:
-        data = calendar_of_everything(p)
-        cache.put_blob(key, data)
-    return data
+    return _cached(cache, ("events.ics", tool_fingerprint(), config_fingerprint(p.config), p.today.isoformat(),
+                          *(f"{e.path}\0{e.content_hash}" for e in p.events)), lambda: calendar_of_everything(p))
 
 
 def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> bytes:
@@ -362,9 +367,16 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
         else:
             pages[item.week] = {PAGE: data}
     files = _renav(out, renderer, p.config, listing, {item.week for item in built})
-    files.update({"index.html": index_page(renderer, p.config, listing),
-                  "feed.xml": feed_bytes(p.config, listing),
-                  "events.ics": _cached_calendar(cache, p)})
+    # The index and the feed are made from the listing, the config, the tool (and the web templates).
+    from digest.cache import config_fingerprint, templates_fingerprint, tool_fingerprint
+
+    base = (tool_fingerprint(), config_fingerprint(p.config), repr(listing)) if cache is not None else ()
+    files.update({
+        "index.html": _cached(cache, ("index.html", *base, templates_fingerprint(renderer.dirs)),
+                              lambda: index_page(renderer, p.config, listing)),
+        "feed.xml": _cached(cache, ("feed.xml", *base), lambda: feed_bytes(p.config, listing)),
+        "events.ics": _cached_calendar(cache, p),
+    })
     return Archive(pages, files)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 from functools import lru_cache
 
 from digest.config import Config
@@ -55,14 +56,14 @@ def resolve_week(value: str, today: date, config: Config) -> str:
     return value
 
 
-def _touches(event: Event, first: date, last: date, config: Config) -> bool:
-    start, end = event.first_day(config.zone), event.last_day(config.zone)
+def _touches(event: Event, first: date, last: date, zone: ZoneInfo) -> bool:
+    start, end = event.first_day(zone), event.last_day(zone)
     return start is not None and end is not None and start <= last and end >= first
 
 
-def _shown_between(event: Event, first: date, last: date, config: Config) -> bool:
+def _shown_between(event: Event, first: date, last: date, zone: ZoneInfo) -> bool:
     """Ongoing and tba items show from their start (if any) until `until` (if any)."""
-    begins = event.first_day(config.zone) if event.status == "ongoing" else None
+    begins = event.first_day(zone) if event.status == "ongoing" else None
     return (begins is None or begins <= last) and (event.until is None or event.until >= first)
 
 
@@ -99,7 +100,7 @@ def make_edition(label: str, events: tuple[Event, ...], config: Config,
     """Everything one week's digest shows."""
     first, last = week_bounds(label, config)
     zone = config.zone
-    this_week = sorted((e for e in events if e.dated and _touches(e, first, last, config)),
+    this_week = sorted((e for e in events if e.dated and _touches(e, first, last, zone)),
                        key=lambda e: e.sort_key(zone))
     order: dict[str, list[Event]] = {}
     for event in this_week:
@@ -108,11 +109,11 @@ def make_edition(label: str, events: tuple[Event, ...], config: Config,
     deadlines = tuple(sorted(
         (e for e in events if e.register_by and first <= e.register_by <= last and e.status == "scheduled"),
         key=lambda e: (e.register_by, e.sort_key(zone))))
-    ongoing = tuple(sorted((e for e in events if e.status == "ongoing" and _shown_between(e, first, last, config)),
+    ongoing = tuple(sorted((e for e in events if e.status == "ongoing" and _shown_between(e, first, last, zone)),
                            key=lambda e: (e.organizer.casefold(), e.title.casefold(), e.path)))
     tba = tuple(sorted(
         (e for e in events if (e.status == "tba" or (e.status == "postponed" and e.start is None))
-         and _shown_between(e, first, last, config)),
+         and _shown_between(e, first, last, zone)),
         key=lambda e: (e.organizer.casefold(), e.title.casefold(), e.path)))
     horizon = last + timedelta(days=7 * config.ahead_weeks)
     ahead = tuple(sorted(

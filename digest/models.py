@@ -68,13 +68,16 @@ class Event:
     def last_day(self, zone: ZoneInfo) -> date | None:
         return self._days(zone)[1]
 
-    def _days(self, zone: ZoneInfo) -> tuple[date | None, date | None]:
-        """(first day, last day) in ZONE, worked out once per zone: a year's build asks
-        ~80,000 times. Kept outside the fields: equality, hashing and repr ignore it."""
+    def _days(self, zone: ZoneInfo) -> tuple[date | None, date | None, tuple]:
+        """(first day, last day, sort key) in ZONE, worked out once per zone: a year's
+        build asks ~80,000 times. Kept outside the fields: equality, hashing and repr ignore it."""
         memo = self.__dict__.get("_days_memo")
         if memo is not None and memo[0] is zone:
             return memo[1]
-        days = (self._first_day(zone), self._last_day(zone))
+        first = self._first_day(zone)
+        moment = self.start.astimezone(zone).time() if isinstance(self.start, datetime) else None
+        key = (first or date.max, moment is not None, moment or datetime.min.time(), self.title.casefold(), self.path)
+        days = (first, self._last_day(zone), key)
         self.__dict__["_days_memo"] = (zone, days)  # a frozen dataclass: not through __setattr__
         return days
 
@@ -101,9 +104,8 @@ class Event:
         return {k: v for k, v in self.__dict__.items() if k != "_days_memo"}
 
     def sort_key(self, zone: ZoneInfo) -> tuple:
-        first = self.first_day(zone) or date.max
-        moment = self.start.astimezone(zone).time() if isinstance(self.start, datetime) else None
-        return (first, moment is not None, moment or datetime.min.time(), self.title.casefold(), self.path)
+        """Day, then time of day (all-day first), then title and path."""
+        return self._days(zone)[2]
 
 
 @dataclass(frozen=True)
