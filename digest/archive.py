@@ -206,12 +206,13 @@ def edition_page(renderer: WebRenderer, p: Plan, item: BuiltEdition, nav: str = 
 
 
 def with_nav(page: bytes, nav: str) -> bytes | None:
-    """PAGE with NAV in place of its previous/next links; None when it has no markers
-    (custom templates): it is rendered again instead."""
-    head, found, rest = page.rpartition(NAV_START.encode())
-    if not found or NAV_END.encode() not in rest:
+    """PAGE with NAV in place of each of its previous/next link blocks; None when it has
+    none (custom templates): it is rendered again instead."""
+    start, end = NAV_START.encode(), NAV_END.encode()
+    head, *blocks = page.split(start)
+    if not blocks or any(end not in block for block in blocks):
         return None
-    return head + nav.encode("utf-8") + rest.split(NAV_END.encode(), 1)[1]
+    return head + b"".join(nav.encode("utf-8") + block.split(end, 1)[1] for block in blocks)
 
 
 # -- the archive's own files ---------------------------------------------------

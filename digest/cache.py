@@ -45,7 +45,7 @@ FILES_FILE = "files.pickle"
 RACY_NS = 2_000_000_000
 #: Libraries whose version changes what a build writes.
 LIBRARIES = ("jinja2", "mjml-python", "premailer", "cssutils", "icalendar", "markdown-it-py", "PyYAML", "tzdata",
-             "MarkupSafe", "lxml")
+             "MarkupSafe", "lxml", "feedgen")
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -74,7 +74,10 @@ def _system_tzdata() -> str:
             with open(os.path.join(folder, "tzdata.zi"), encoding="utf-8") as handle:
                 return f"{folder} {handle.readline().strip()}"
         except OSError:
-            continue
+            try:  # no version file: the folder's modification time changes with an update
+                return f"{folder} {os.stat(folder).st_mtime_ns}"
+            except OSError:
+                continue
     return "-"
 
 
@@ -317,7 +320,12 @@ class BuildCache:
         if not rewritten and item.week in self._as_left:
             return  # found as recorded, and left so
         stat = folder_stat(self.out / item.week)
-        if stat is None:
+        newest = max((max(t[1], t[2]) for t in stat.values()), default=0) if stat else 0
+        if stat is None or time.time_ns() - newest < RACY_NS:
+            # Unreadable, or written so recently that a change within the file system's
+            # time resolution (1 s on some) could go unseen: not trusted, checked next time.
+            self._load_stamps().pop(item.week, None)
+            self._stamps_dirty = True
             return
         self._load_stamps()[item.week] = {
             "key": item.key, "stat": stat, "subject": item.subject, "preheader": item.preheader,
@@ -383,9 +391,11 @@ class BuildCache:
                 pass
 
 
-def folder_stat(folder: Path) -> dict[str, tuple[int, int]] | None:
-    """{relative name: (size, modification time in ns)} of every file under FOLDER; None when unreadable."""
-    found: dict[str, tuple[int, int]] = {}
+def folder_stat(folder: Path) -> dict[str, tuple[int, int, int, int]] | None:
+    """{relative name: (size, modification and change times in ns, inode)} of every file
+    under FOLDER; None when unreadable. A rewritten folder has new inodes; a copy that
+    keeps modification times (cp -p, rsync -t) still changes the change time."""
+    found: dict[str, tuple[int, int, int, int]] = {}
     try:
         pending = [("", os.fspath(folder))]
         while pending:
@@ -396,7 +406,7 @@ def folder_stat(folder: Path) -> dict[str, tuple[int, int]] | None:
                         pending.append((f"{prefix}{entry.name}/", entry.path))
                     else:
                         info = entry.stat(follow_symlinks=False)
-                        found[prefix + entry.name] = (info.st_size, info.st_mtime_ns)
+                        found[prefix + entry.name] = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
     except OSError:
         return None
     return found

@@ -123,7 +123,7 @@ class Staging:
         except BuildError:
             raise
         except OSError as exc:
-            self._fail(self.out / name, exc)
+            self._fail(name, exc)
         return tmp
 
     def add(self, name: str, files: Mapping[str, bytes]) -> None:
@@ -139,7 +139,7 @@ class Staging:
                 with open(path, "wb") as handle:
                     handle.write(data)
         except OSError as exc:
-            self._fail(self.out / name, exc)
+            self._fail(name, exc)
 
     def drop(self, name: str) -> None:
         """Forget NAME's staged folder (its target stays as it is)."""
@@ -148,14 +148,20 @@ class Staging:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def abort(self) -> None:
-        """Remove every staged folder, workers' ones not yet adopted included."""
+        """Remove every staged folder, workers' ones not yet adopted included (in the
+        process that made this Staging; a forked worker removes only its own)."""
         for name in list(self.pending):
             self.drop(name)
-        for folder in self.out.glob(f".tmp-*.{self.pid}"):
-            shutil.rmtree(folder, ignore_errors=True)
+        if os.getpid() == self.pid:
+            for folder in self.out.glob(f".tmp-*.{self.pid}"):
+                shutil.rmtree(folder, ignore_errors=True)
 
-    def _fail(self, target: Path, exc: OSError) -> None:
-        self.abort()
+    def _fail(self, name: str, exc: OSError) -> None:
+        if os.getpid() == self.pid:
+            self.abort()
+        else:  # a worker: the folders of other weeks belong to the build, which decides
+            self.drop(name)
+        target = self.out / name
         hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder is writable"
         raise BuildError(f"could not write {target}: {exc.strerror or exc} ({hint}); "
                          "the previous edition, if any, is unchanged.") from None
@@ -169,7 +175,7 @@ class Staging:
         except OSError as exc:  # pragma: no cover - sync does not fail on Linux
             for tmp, _ in pending:
                 shutil.rmtree(tmp, ignore_errors=True)
-            self._fail(pending[-1][1] if pending else self.out, exc)
+            self._fail(pending[-1][1].name if pending else "", exc)
         written = []
         for index, (tmp, target) in enumerate(pending):
             try:

@@ -347,3 +347,28 @@ def test_cancelled_events_stay_in_the_subscribed_calendar_marked_cancelled(tmp_p
     status = {str(v["SUMMARY"]): str(v["STATUS"]) for v in calendar.walk("VEVENT")}
     assert status["Called off"] == "CANCELLED"
     assert status["Fifteenth anniversary of the responsibility to protect"] == "CONFIRMED"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_template_that_shows_the_links_twice_gets_both_filled(tmp_path: Path, jobs: int) -> None:
+    """Pages are rendered with the edition (in a worker) and their previous/next links
+    filled in afterwards: every place the template shows them, cached or not."""
+    from benchmarks.synth import make_newsletter
+
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=8, per_week=2, seed=3)
+    shutil.copytree(REPO / "templates", root / "templates")
+    page = root / "templates" / "web" / "edition.html"
+    page.write_text(page.read_text(encoding="utf-8").replace("{{ nav }}", "{{ nav }}\n<hr>\n{{ nav }}"),
+                    encoding="utf-8")
+    out = tmp_path / "dist"
+    for _ in range(2):  # rendered, then from the cache
+        build(root, out, all_weeks=True, today=date(2020, 1, 1), jobs=jobs)
+        weeks = sorted(p.name for p in out.iterdir() if re.fullmatch(r"\d{4}-W\d{2}", p.name))
+        import lxml.html
+
+        doc = lxml.html.document_fromstring((out / weeks[1] / "index.html").read_bytes())
+        navs = doc.xpath('//nav[@aria-label="Editions"]')
+        assert len(navs) == 2
+        assert [a.get("href") for a in navs[0].iter("a")] == [a.get("href") for a in navs[1].iter("a")]
+        assert f"../{weeks[0]}/" in [a.get("href") for a in navs[0].iter("a")]

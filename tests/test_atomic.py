@@ -317,3 +317,37 @@ def test_a_render_that_fails_after_others_were_staged_leaves_everything_as_it_wa
              if p.is_file() and ".cache" not in p.parts}
     assert after == before
     assert not [p for p in out.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+
+
+def test_a_worker_that_fails_to_write_leaves_the_other_weeks_staged(tmp_path: Path, monkeypatch) -> None:
+    """A write that fails in one worker (a moment of full disk) removes only that week's
+    staging folder; the build renders that week again here and finishes, whole."""
+    import errno
+    from datetime import date
+
+    import digest.writer as writer
+    from benchmarks.synth import make_newsletter
+    from digest.build import build
+
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=8, per_week=3, seed=5)
+    out, parent, flag = tmp_path / "dist", os.getpid(), tmp_path / "failed-once"
+    real_add = writer.Staging.add
+
+    def flaky_add(self, name, files):
+        if os.getpid() != parent and name == "2020-W08" and not flag.exists():
+            flag.touch()
+            time.sleep(1.0)  # the other worker stages its weeks meanwhile
+            self._fail(name, OSError(errno.ENOSPC, "No space left on device"))
+        return real_add(self, name, files)
+
+    monkeypatch.setattr(writer.Staging, "add", flaky_add)
+    _, built = build(root, out, all_weeks=True, today=date(2020, 1, 1), jobs=2)
+    assert flag.exists() and "2020-W08" in [item.week for item in built]
+    assert not [p for p in out.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    monkeypatch.undo()
+    again = tmp_path / "fresh"
+    build(root, again, all_weeks=True, today=date(2020, 1, 1), use_cache=False, jobs=1)
+    for item in built:
+        for name in item.files:
+            assert (out / item.week / name).read_bytes() == (again / item.week / name).read_bytes()

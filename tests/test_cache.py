@@ -253,10 +253,14 @@ def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newslett
 
 
 def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
-    """An untouched edition folder (every file's size and modification time as recorded)
-    is trusted without loading the cached edition; a file edited in place, even to the
-    same size, or an added file is noticed and the folder rewritten."""
+    """An untouched edition folder (every file's size, times and inode as recorded) is
+    trusted without loading the cached edition; a file edited in place, even to the same
+    size, or an added file is noticed and the folder rewritten. A folder written less
+    than two seconds before the build ended is not trusted (checked byte for byte)."""
     out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert not pickle.loads((out / ".cache" / cache_mod.STAMPS_FILE).read_bytes())  # all just written
+    monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)  # as if two seconds had passed
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
 
     def no_load(self, key):
@@ -307,4 +311,27 @@ def test_entry_files_as_last_read_are_not_read_again_and_edits_are_noticed(newsl
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert set(opened) == {str(edited)}  # hashed, then parsed
     monkeypatch.undo()
+    assert snapshot(out) == fresh(newsletter, tmp_path)
+
+
+def test_a_folder_rewritten_by_an_uncached_build_is_not_trusted(newsletter: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """An uncached build (or any other writer) that leaves files of the same size and
+    modification time (a file system with 1-second times) is still noticed: the files
+    are new (inode, change time)."""
+    import os
+
+    monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)  # records every folder
+    stamps = pickle.loads((out / ".cache" / cache_mod.STAMPS_FILE).read_bytes())
+    assert stamps
+    build(newsletter, out, all_weeks=True, today=date(2020, 1, 2), use_cache=False, jobs=1)
+    for week, record in stamps.items():  # same sizes, same modification times as recorded
+        for name, (size, mtime, *_rest) in record["stat"].items():
+            path = out / week / name
+            if path.is_file() and path.stat().st_size == size:
+                os.utime(path, ns=(mtime, mtime))
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert snapshot(out) == fresh(newsletter, tmp_path)
