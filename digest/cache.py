@@ -43,6 +43,8 @@ STAMPS_FILE = "stamps.pickle"
 FILES_FILE = "files.pickle"
 #: A file modified this recently when read is read again next time ("racily clean", as git says).
 RACY_NS = 2_000_000_000
+#: The same for a file system with sub-millisecond times (still updated once per kernel tick).
+FINE_RACY_NS = 50_000_000
 #: Libraries whose version changes what a build writes.
 LIBRARIES = ("jinja2", "mjml-python", "premailer", "cssutils", "icalendar", "markdown-it-py", "PyYAML", "tzdata",
              "MarkupSafe", "lxml", "feedgen")
@@ -321,7 +323,8 @@ class BuildCache:
             return  # found as recorded, and left so
         stat = folder_stat(self.out / item.week)
         newest = max((max(t[1], t[2]) for t in stat.values()), default=0) if stat else 0
-        if stat is None or time.time_ns() - newest < RACY_NS:
+        coarse = not stat or all(t[1] % 1_000_000 == 0 for t in stat.values())
+        if stat is None or time.time_ns() - newest < (RACY_NS if coarse else FINE_RACY_NS):
             # Unreadable, or written so recently that a change within the file system's
             # time resolution (1 s on some) could go unseen: not trusted, checked next time.
             self._load_stamps().pop(item.week, None)

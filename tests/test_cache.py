@@ -258,9 +258,12 @@ def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_
     size, or an added file is noticed and the folder rewritten. A folder written less
     than two seconds before the build ended is not trusted (checked byte for byte)."""
     out = tmp_path / "out"
+    monkeypatch.setattr(cache_mod, "RACY_NS", 10**12)  # as if the build had taken no time at all
+    monkeypatch.setattr(cache_mod, "FINE_RACY_NS", 10**12)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert not pickle.loads((out / ".cache" / cache_mod.STAMPS_FILE).read_bytes())  # all just written
-    monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)  # as if two seconds had passed
+    monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)  # as if long ago
+    monkeypatch.setattr(cache_mod, "FINE_RACY_NS", -10**18)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
 
     def no_load(self, key):
@@ -322,6 +325,7 @@ def test_a_folder_rewritten_by_an_uncached_build_is_not_trusted(newsletter: Path
     import os
 
     monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)
+    monkeypatch.setattr(cache_mod, "FINE_RACY_NS", -10**18)
     out = tmp_path / "out"
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)  # records every folder
