@@ -140,3 +140,29 @@ def test_fill_matches_textwrap(words, indents, separator):
     want = textwrap.fill(" ".join(text.split()), 78, initial_indent=indents[0], subsequent_indent=indents[1],
                          break_long_words=False, break_on_hyphens=False)
     assert fill(text, *indents) == want
+
+
+# -- the .eml's MIME frame ----------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400), st.text(max_size=400), st.text(min_size=1, max_size=120))
+def test_the_eml_is_what_the_email_package_writes(text, html, subject):
+    """digest.message writes the multipart frame itself (the email package folds the
+    headers); parsed and written again by the email package, the frame is the same bytes,
+    with the same two bodies."""
+    from email import message_from_bytes, policy
+
+    from digest.editions import make_edition
+    from digest.message import build_message
+
+    config = Config(root=Path("."))
+    edition = make_edition("2020-W41", (), config)
+    raw = build_message(edition, config, subject=subject, text=text, html=html, unsubscribe_url=None)
+    parsed = message_from_bytes(raw, policy=policy.SMTP)
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert parsed.as_bytes(policy=policy.SMTP).split(b"\r\n\r\n", 1)[1] == body
+    plain, rich = parsed.get_payload()
+    normalise = lambda s: (s if s.endswith("\n") else s + "\n").replace("\r\n", "\n").replace("\r", "\n")
+    assert normalise(plain.get_content()) == normalise(text)
+    assert normalise(rich.get_content()) == normalise(html)
+    assert parsed.get_content_type() == "multipart/alternative" and plain.get_content_subtype() == "plain"
