@@ -135,7 +135,14 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
     chunks = [weeks[i::slices] for i in range(slices)]
     try:
         with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(_render_chunk, chunk): chunk for chunk in chunks if chunk}
+            futures = {}
+            try:
+                for chunk in chunks:
+                    if chunk:
+                        futures[pool.submit(_render_chunk, chunk)] = chunk
+            except OSError:  # cannot fork (no memory, process limit): the rest is rendered below
+                pass
+            # Errors of this process's own steps (DONE, PROGRESS) are not caught here.
             for future in as_completed(futures):
                 chunk = futures.pop(future)  # dropped with its result once handed on
                 try:
@@ -146,8 +153,6 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
                     arrive(week, item)
                 if progress:
                     progress(len(items))
-    except OSError:  # cannot fork: no memory, process limit
-        pass
     finally:
         _JOB = None
     return [finished[week] if week in finished else serial(week) for week in weeks]

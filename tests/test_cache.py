@@ -339,3 +339,36 @@ def test_a_folder_rewritten_by_an_uncached_build_is_not_trusted(newsletter: Path
                 os.utime(path, ns=(mtime, mtime))
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert snapshot(out) == fresh(newsletter, tmp_path)
+
+
+def test_when_no_process_can_be_forked_the_editions_render_here(newsletter: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    import multiprocessing.context
+
+    def refuse(self):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", refuse)
+    _, built = build(newsletter, tmp_path / "out", all_weeks=True, today=TODAY, use_cache=False, jobs=2)
+    monkeypatch.undo()
+    assert len(built) >= 4 and snapshot(tmp_path / "out") == fresh(newsletter, tmp_path)
+
+
+def test_an_error_of_this_process_while_workers_render_is_not_swallowed(newsletter: Path, tmp_path: Path) -> None:
+    """Only a failure to fork falls back to rendering here; an OSError of the build's own
+    steps (a closed progress pipe) stops the build, as in a serial one."""
+    from contextlib import contextmanager
+
+    calls = []
+
+    @contextmanager
+    def broken_progress(total):
+        def advance(count):
+            calls.append(count)
+            if len(calls) == 1:  # once: a swallowed error would let the serial fallback finish
+                raise BrokenPipeError(32, "Broken pipe")
+        yield advance
+
+    with pytest.raises(BrokenPipeError):
+        build(newsletter, tmp_path / "out", all_weeks=True, today=TODAY, jobs=2, progress=broken_progress)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tmp-")]
