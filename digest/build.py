@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timezone
@@ -328,6 +329,9 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
 
     cache = BuildCache(out) if use_cache else None
     p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache)
+    for week in p.weeks[:1]:
+        links_for(p.config, week, profile or p.config.profile)  # a profile without its links fails here, first
+    fresh_cache = cache is not None and not cache.folder.exists()
     with locked(out):
         staging = Staging(out)
         same: set[str] = set()  # weeks whose folder already holds these files (the web page aside)
@@ -370,6 +374,8 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             written = {target.name for target in staging.commit()}
         except BaseException:
             staging.abort()
+            if fresh_cache and cache is not None:  # a failed first build leaves no cache behind
+                shutil.rmtree(cache.folder, ignore_errors=True)
             raise
         for item in built:
             item.files.folder = out / item.week  # type: ignore[attr-defined]
