@@ -141,12 +141,9 @@ class BuildCache:
         """Give digest.ical the VTIMEZONEs earlier builds made (same tool, same tzdata)."""
         from digest import ical
 
-        try:
-            data = pickle.loads((self.folder / ZONES_FILE).read_bytes())
-            if isinstance(data, dict) and data.get("tool") == tool_fingerprint():
-                self._zones = dict(data["zones"])
-        except Exception:  # missing, truncated or from another tool: they are made again
-            self._zones = {}
+        data = _read_table(self.folder / ZONES_FILE)
+        if data.get("tool") == tool_fingerprint() and isinstance(data.get("zones"), dict):
+            self._zones = dict(data["zones"])  # from another tool or tz database: made again
         for key, value in self._zones.items():
             ical.ZONES.setdefault(key, value)
 
@@ -160,27 +157,16 @@ class BuildCache:
             self._entries = []
             for index in range(SHARDS):
                 path = self._shard_path(index)
-                shard: dict[str, tuple[Event | None, list[Problem]]] = {}
                 try:
                     stamp = _identity(path)
-                    memo = _LOADED.get(str(path))
-                    if memo is not None and memo[0] == stamp:  # this process wrote or read that very file
-                        shard = memo[1]
-                    else:
-                        data = pickle.loads(path.read_bytes())
-                        shard = data if isinstance(data, dict) else {}
-                        _LOADED[str(path)] = (stamp, shard)
-                except Exception:  # missing, truncated or from another Python: start afresh
-                    shard = {}
-                self._entries.append(shard)
+                except OSError:
+                    self._entries.append({})
+                    continue
+                memo = _LOADED.get(str(path))
+                if memo is None or memo[0] != stamp:  # else this process wrote or read that very file
+                    memo = _LOADED[str(path)] = (stamp, _read_table(path))
+                self._entries.append(memo[1])
         return self._entries
-
-    def _load_files(self) -> dict[str, tuple[int, int, int, str, str]]:
-        try:
-            data = pickle.loads((self.folder / FILES_FILE).read_bytes())
-            return data if isinstance(data, dict) else {}
-        except Exception:
-            return {}
 
     def read_all(self, items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
         """digest.entries.read_entries with this cache: stored entries are reused, the
@@ -189,7 +175,7 @@ class BuildCache:
 
         stored = self._load_entries()
         base = _key(tool_fingerprint(), config_fingerprint(config))
-        known = self._load_files()
+        known = _read_table(self.folder / FILES_FILE)
         results: list[tuple[Event | None, list[Problem]] | None] = []
         missing: list[int] = []
         keys: dict[int, str] = {}
@@ -298,18 +284,14 @@ class BuildCache:
 
     def _load_stamps(self) -> dict[str, dict[str, Any]]:
         if self._stamps is None:
-            try:
-                data = pickle.loads((self.folder / STAMPS_FILE).read_bytes())
-                self._stamps = data if isinstance(data, dict) else {}
-            except Exception:
-                self._stamps = {}
+            self._stamps = _read_table(self.folder / STAMPS_FILE)
         return self._stamps
 
     def as_left(self, week: str, key: str) -> dict[str, Any] | None:
         """What the build that wrote OUT/WEEK from edition KEY recorded of it (subject,
-        manifest, file sizes…), when every file there still has the size and modification
-        time it left (as make and rsync judge files): the edition's bytes need not be
-        loaded or compared. Any other state (a file touched, added or removed) is None."""
+        manifest, file sizes…), when every file there still has the size, times and inode
+        it left (see folder_stat): the edition's bytes need not be loaded or compared. Any
+        other state (a file touched, added or removed) is None."""
         record = self._load_stamps().get(week)
         if not record or record.get("key") != key or folder_stat(self.out / week) != record.get("stat"):
             return None
@@ -359,25 +341,27 @@ class BuildCache:
 
         if set(ical.ZONES) - set(self._zones):
             self._zones = {**ical.ZONES, **self._zones}
-            self._write(self.folder / ZONES_FILE, pickle.dumps({"tool": tool_fingerprint(), "zones": self._zones},
-                                                               pickle.HIGHEST_PROTOCOL))
+            self._write_table(ZONES_FILE, {"tool": tool_fingerprint(), "zones": self._zones})
         for index, shard in enumerate(self._entries or ()):
             if index in self._entries_dirty or set(shard) - self._entries_used:
                 kept = {k: v for k, v in shard.items() if k in self._entries_used}
                 path = self._shard_path(index)
-                self._write(path, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL))
+                self._write_table(path.relative_to(self.folder), kept)
                 try:
                     _LOADED[str(path)] = (_identity(path), kept)
                 except OSError:
                     pass
         if self._files_changed:
-            self._write(self.folder / FILES_FILE, pickle.dumps(self._files, pickle.HIGHEST_PROTOCOL))
+            self._write_table(FILES_FILE, self._files)
         if self._stamps is not None and self._stamps_dirty:
-            self._write(self.folder / STAMPS_FILE, pickle.dumps(self._stamps, pickle.HIGHEST_PROTOCOL))
+            self._write_table(STAMPS_FILE, self._stamps)
         if prune_editions and (self.folder / "editions").is_dir():
             for path in (*(self.folder / "editions").glob("*.pickle"), *(self.folder / "editions").glob("*.bin")):
                 if path.stem not in self._editions_used:
                     path.unlink(missing_ok=True)
+
+    def _write_table(self, name: str | Path, table: dict) -> None:
+        self._write(self.folder / name, pickle.dumps(table, pickle.HIGHEST_PROTOCOL))
 
     def _write(self, path: Path, data: bytes) -> None:
         # Atomic (temporary file, then rename) but not fsynced: a cache file lost in a crash
@@ -392,6 +376,16 @@ class BuildCache:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def _read_table(path: Path) -> dict:
+    """A dict the cache pickled at PATH; {} when missing, truncated, not a dict or from
+    another Python (a miss, never an error)."""
+    try:
+        data = pickle.loads(path.read_bytes())
+    except Exception:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def folder_stat(folder: Path) -> dict[str, tuple[int, int, int, int]] | None:
@@ -418,13 +412,10 @@ def folder_stat(folder: Path) -> dict[str, tuple[int, int, int, int]] | None:
 def unchanged_on_disk(out: Path, week: str, files: Mapping[str, bytes], ignore: tuple[str, ...] = ()) -> bool:
     """True when OUT/WEEK holds exactly FILES (same names, same bytes; IGNORE aside): nothing to write."""
     folder = os.path.join(out, week)
+    present = folder_stat(Path(folder))
+    if present is None or set(present) - set(ignore) != set(files) - set(ignore):
+        return False
     try:
-        present = set()
-        for base, _dirs, names in os.walk(folder):
-            rel = os.path.relpath(base, folder)
-            present.update(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/") for name in names)
-        if present - set(ignore) != set(files) - set(ignore):
-            return False
         for name, data in files.items():
             if name in ignore:
                 continue
