@@ -30,10 +30,6 @@ def _label(day: date, week_start: int) -> str:
     return f"{year}-W{week:02d}"
 
 
-def week_first_day(day: date, config: Config) -> date:
-    return day - timedelta(days=(day.weekday() - config.week_start_index) % 7)
-
-
 def week_bounds(label: str, config: Config) -> tuple[date, date]:
     """First and last day of the edition week LABEL (e.g. '2020-W41')."""
     match = _WEEK.fullmatch(label)
