@@ -235,6 +235,15 @@ def _feed_uuid(config: Config, *parts: str) -> str:
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(("digest", config.list_id, *parts))))
 
 
+def preload() -> None:
+    """Import the libraries the archive's feed and calendars use (VTIMEZONEs need
+    icalendar); a build does it while other processes parse entries."""
+    import importlib
+
+    for name in ("feedgen.feed", "icalendar", "icalendar.timezone.tzid"):
+        importlib.import_module(name)
+
+
 def feed_bytes(config: Config, listing: list[Listed]) -> bytes:
     """An Atom feed (RFC 4287) with one entry per edition, newest first; timestamps from the editions' dates."""
     from feedgen.feed import FeedGenerator

@@ -20,7 +20,7 @@ from digest.editions import make_edition, resolve_week, weeks_with_content
 from digest.entries import load_events
 from digest.errors import BuildError, InputError, Problem, raise_if_errors
 from digest.finish import links_for, substitute
-from digest.ical import calendar_bytes
+from digest.ical import calendar_bytes, remember_vevents, vevents_made
 from digest.message import build_message
 from digest.models import Edition, Event
 from digest.present import VIEW_ONLINE, edition_context, subject
@@ -47,6 +47,8 @@ class BuiltEdition:
     key: str = ""
     #: Its web page without the previous/next links (digest.archive fills them in), when rendered.
     page: bytes = b""
+    #: The VEVENTs its worker made (digest.ical.vevents_made), on their way to the parent.
+    vevents: tuple[tuple[str, bytes, frozenset[str]], ...] = ()
 
     @property
     def html(self) -> str:
@@ -86,15 +88,17 @@ def today_default() -> date:
 
 
 def plan(root: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False, today: date | None = None,
-         strict: bool = False, cache: BuildCache | None = None) -> Plan:
+         strict: bool = False, cache: BuildCache | None = None,
+         meanwhile: Callable[[], None] | None = None) -> Plan:
     """Read and validate everything; decide which editions to make. Raises InputError on bad input.
 
-    With CACHE, each entry file is parsed once per distinct content."""
+    With CACHE, each entry file is parsed once per distinct content. MEANWHILE runs
+    while other processes parse entries, if they do (see digest.entries.read_entries)."""
     config = load_config(root)
     if cache is not None and hasattr(cache, "read_all"):
-        events, problems = load_events(root, config, read_all=cache.read_all)
+        events, problems = load_events(root, config, read_all=cache.read_all, meanwhile=meanwhile)
     else:
-        events, problems = load_events(root, config, cache.reader(config) if cache else None)
+        events, problems = load_events(root, config, cache.reader(config) if cache else None, meanwhile=meanwhile)
     raise_if_errors(problems, "the entries")
     warnings = tuple(sorted(p for p in problems if p.warning))
     if strict and warnings:
@@ -233,17 +237,18 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
                jobs: int | None = None, progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None,
                page: Callable[[BuiltEdition], bytes] | None = None,
                write: Callable[[BuiltEdition], BuiltEdition] | None = None,
-               keep: Callable[[BuiltEdition], BuiltEdition] | None = None) -> list[BuiltEdition]:
+               keep: Callable[[BuiltEdition], BuiltEdition] | None = None,
+               renderer: Renderer | None = None) -> list[BuiltEdition]:
     """Render every planned week: from CACHE when its inputs are unchanged, else on all cores.
 
     PAGE, when given, renders an edition's web page where the edition was rendered (in
     its worker). WRITE, when given, gets each rendered edition there too and returns
     what to send back in its place; KEEP gets each edition here, as soon as it is ready,
-    and returns what to hold on to."""
+    and returns what to hold on to. RENDERER: the email templates' (made here when not given)."""
     from digest.archive import web_template_dirs
 
     root = root or p.config.root
-    renderer = Renderer(root, cache.bytecode() if cache else None)
+    renderer = renderer or Renderer(root, cache.bytecode() if cache else None)
     # A cached edition holds its web page: the web templates are part of its key.
     templates = templates_fingerprint(renderer.dirs + web_template_dirs(root)) if cache else ""
     found: dict[str, BuiltEdition] = {}
@@ -274,6 +279,7 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
             todo.append((week, key, q))
             editions[week] = edition
     keys = {week: key for week, key, _ in todo}
+    parent = os.getpid()
 
     def finish(week: str, item: BuiltEdition) -> BuiltEdition:  # in the worker
         item = replace(item, key=keys[week], page=page(item) if page else b"")
@@ -281,12 +287,17 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
             cache.put(item.key, item)
         if write:
             item = write(item)
-        return replace(item, edition=None)  # type: ignore[arg-type]  # here it gets this process's
+        # The parent's calendar of every event takes the VEVENTs made here instead of making them again.
+        vevents = vevents_made(item.edition.events, p.config, _stamp(p.today)) if os.getpid() != parent else ()
+        return replace(item, edition=None, vevents=vevents)  # type: ignore[arg-type]  # here it gets this process's
 
     def done(week: str, item: BuiltEdition) -> BuiltEdition:  # here
         if cache:
             cache.used(item.key)
-        return ready(replace(item, edition=editions.pop(week)))
+        edition = editions.pop(week)
+        if item.vevents:
+            remember_vevents(edition.events, p.config, _stamp(p.today), item.vevents)
+        return ready(replace(item, edition=edition, vevents=()))
 
     with (progress(len(todo)) if progress else nullcontext(None)) as advance:
         rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile,
@@ -325,14 +336,34 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
     not kept in memory); the web archive is rendered next, and only then are the folders
     swapped in. OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an
     edition whose folder already holds the same bytes is not rewritten."""
-    from digest.archive import PAGE, WebRenderer, edition_page, prepare_archive, write_archive
+    from digest.archive import PAGE, WebRenderer, edition_page, preload, prepare_archive, write_archive
 
     cache = BuildCache(out) if use_cache else None
-    p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache)
-    for week in p.weeks[:1]:
-        links_for(p.config, week, profile or p.config.profile)  # a profile without its links fails here, first
+    renderer = Renderer(root, cache.bytecode() if cache else None)
+    web = WebRenderer(root, cache.bytecode() if cache else None)
+
+    def meanwhile() -> None:
+        """While other processes parse entries: compile the templates (written to the
+        cache once the lock is held) and import what rendering needs, before workers fork."""
+        if cache:
+            cache.hold_bytecode()
+        renderer.warm()
+        web.warm()
+        preload()
+
+    try:
+        p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache,
+                 meanwhile=meanwhile)
+        for week in p.weeks[:1]:
+            links_for(p.config, week, profile or p.config.profile)  # a profile without its links fails here, first
+    except BaseException:
+        if cache:
+            cache._held = None  # nothing compiled is written: the build did not start
+        raise
     fresh_cache = cache is not None and not cache.folder.exists()
     with locked(out):
+        if cache:
+            cache.release_bytecode()
         staging = Staging(out)
         same: set[str] = set()  # weeks whose folder already holds these files (the web page aside)
         kept: dict[str, BuiltEdition] = {}
@@ -365,10 +396,10 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
                 staging.stage(week, {**kept[week].files, PAGE: data})  # the rest read back from OUT/WEEK
 
         try:
-            web = WebRenderer(root, cache.bytecode() if cache else None)
             web.warm()  # compiled once, here, before workers fork
             built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress,
-                               page=lambda item: edition_page(web, p, item), write=write, keep=keep)
+                               page=lambda item: edition_page(web, p, item), write=write, keep=keep,
+                               renderer=renderer)
             # The web archive, rendered before anything is swapped in.
             archive = prepare_archive(out, p, built, cache, page=page)
             written = {target.name for target in staging.commit()}

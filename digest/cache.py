@@ -23,7 +23,7 @@ import time
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from digest import __version__
 from digest.config import Config
@@ -133,6 +133,8 @@ class BuildCache:
         self._zones: dict[tuple[str, int, int], bytes] = {}
         self.hits = 0
         self.misses = 0
+        #: Compiled templates not yet written (see hold_bytecode), or None: written at once.
+        self._held: list[tuple[Any, Any]] | None = None
         self._load_zones()
 
     # -- VTIMEZONEs ---------------------------------------------------------------------
@@ -168,9 +170,10 @@ class BuildCache:
                 self._entries.append(memo[1])
         return self._entries
 
-    def read_all(self, items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
+    def read_all(self, items: list[tuple[Path, str]], config: Config,
+                 meanwhile: Callable[[], None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
         """digest.entries.read_entries with this cache: stored entries are reused, the
-        others are parsed (on all cores when there are many) and stored."""
+        others are parsed (on all cores when there are many, MEANWHILE running here) and stored."""
         from digest.entries import MAX_ENTRY_BYTES, read_entries
 
         stored = self._load_entries()
@@ -214,7 +217,8 @@ class BuildCache:
                 results.append(None)
                 missing.append(index)
         self._files_changed = self._files != known
-        for index, (event, problems) in zip(missing, read_entries([items[i] for i in missing], config)):
+        parsed = read_entries([items[i] for i in missing], config, meanwhile)
+        for index, (event, problems) in zip(missing, parsed):
             results[index] = (event, problems)
             if index in keys:
                 key = keys[index]
@@ -265,9 +269,13 @@ class BuildCache:
 
         parent = self.folder / "jinja"
         folder = parent / tool_fingerprint()[:16]
+        cache = self
 
         class Bytecode(jinja2.FileSystemBytecodeCache):
             def dump_bytecode(self, bucket: Any) -> None:
+                if cache._held is not None:
+                    cache._held.append((self, bucket))
+                    return
                 try:
                     if not folder.is_dir():
                         if parent.is_dir():
@@ -279,6 +287,18 @@ class BuildCache:
                     pass  # a cache that cannot be written only makes the next build slower
 
         return Bytecode(str(folder))
+
+    def hold_bytecode(self) -> None:
+        """Keep templates compiled from now on in memory until release_bytecode(): a
+        build compiles them before it takes the lock, and writes nothing before it."""
+        if self._held is None:
+            self._held = []
+
+    def release_bytecode(self) -> None:
+        """Write the compiled templates held since hold_bytecode(), and any from now on."""
+        held, self._held = self._held or [], None
+        for bytecode, bucket in held:
+            bytecode.dump_bytecode(bucket)
 
     # -- edition folders as the last build left them ---------------------------------------
 

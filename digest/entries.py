@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from digest.config import Config
@@ -73,9 +73,13 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
 PARALLEL_MIN = 300  # below this many files, starting processes costs more than it saves
 
 
-def read_entries(items: list[tuple[Path, str]], config: Config) -> list[tuple[Event | None, list[Problem]]]:
+def read_entries(items: list[tuple[Path, str]], config: Config,
+                 meanwhile: Callable[[], None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
     """read_entry for every (path, relative path), in order: in forked processes when
-    there are many (YAML and Markdown parsing hold the GIL), else here."""
+    there are many (YAML and Markdown parsing hold the GIL), else here.
+
+    MEANWHILE, when given, runs here while forked processes read (a build compiles its
+    templates then); it is skipped when the entries are read here."""
     import multiprocessing
     import threading
 
@@ -89,7 +93,10 @@ def read_entries(items: list[tuple[Path, str]], config: Config) -> list[tuple[Ev
     _READ_CONFIG = config
     try:
         with ProcessPoolExecutor(min(cores, 4), mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8))))
+            results = pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8)))
+            if meanwhile is not None:
+                meanwhile()
+            return list(results)
     except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
         return [read_entry(path, rel, config) for path, rel in items]
     finally:
@@ -104,23 +111,23 @@ def _read_one(item: tuple[Path, str]) -> tuple[Event | None, list[Problem]]:
     return read_entry(item[0], item[1], _READ_CONFIG)
 
 
-def load_events(root: Path, config: Config, read: Any = None,
-                read_all: Any = None) -> tuple[tuple[Event, ...], list[Problem]]:
+def load_events(root: Path, config: Config, read: Any = None, read_all: Any = None,
+                meanwhile: Callable[[], None] | None = None) -> tuple[tuple[Event, ...], list[Problem]]:
     """Read and validate every entry; return the good events and all problems.
 
     READ replaces read_entry (same signature), READ_ALL replaces read_entries:
-    digest.cache passes memoised ones."""
+    digest.cache passes memoised ones. MEANWHILE: see read_entries."""
     events: list[Event] = []
     problems: list[Problem] = []
     seen: dict[tuple, str] = {}
     seen_uid: dict[str, str] = {}
     items = _discover(root)
     if read_all is not None:
-        results = read_all(items, config)
+        results = read_all(items, config, meanwhile)
     elif read is not None:
         results = [read(path, rel, config) for path, rel in items]
     else:
-        results = read_entries(items, config)
+        results = read_entries(items, config, meanwhile)
     for (path, rel), (event, found) in zip(items, results):
         problems.extend(found)
         if event is None:

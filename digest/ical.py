@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from zoneinfo import ZoneInfo
 
@@ -150,8 +150,43 @@ def calendar_bytes(events: list[Event] | tuple[Event, ...], config: Config, stam
                      b"END:VCALENDAR\r\n"))
 
 
-@lru_cache(maxsize=4096)
-def _vevent_ical(event: Event, sender_address: str, stamp: datetime) -> tuple[bytes, frozenset[str]]:
+class _VEvents:
+    """_vevent_ical: each VEVENT made once per process, and taken as made by a build's
+    worker (remember) so the parent's calendar of every event does not make it again."""
+
+    LIMIT = 16_384  # oldest first out: ~1 KB each
+
+    def __init__(self, make: Callable[[Event, str, datetime], tuple[bytes, frozenset[str]]]) -> None:
+        self.__wrapped__ = make
+        self.made: dict[tuple[Event, str, datetime], tuple[bytes, frozenset[str]]] = {}
+
+    def __call__(self, event: Event, sender_address: str, stamp: datetime) -> tuple[bytes, frozenset[str]]:
+        key = (event, sender_address, stamp)
+        found = self.made.get(key)
+        if found is None:
+            found = self.__wrapped__(event, sender_address, stamp)
+            self.remember(event, sender_address, stamp, found)
+        return found
+
+    def remember(self, event: Event, sender_address: str, stamp: datetime,
+                 made: tuple[bytes, frozenset[str]]) -> None:
+        """Keep MADE as EVENT's VEVENT: what __wrapped__ gave for an equal Event (the
+        same file, read with the same config) in a forked worker."""
+        if len(self.made) >= self.LIMIT:
+            del self.made[next(iter(self.made))]
+        self.made[(event, sender_address, stamp)] = made
+
+    def made_for(self, events: Iterable[Event], sender_address: str,
+                 stamp: datetime) -> tuple[tuple[str, bytes, frozenset[str]], ...]:
+        """(path, bytes, TZIDs) of the VEVENTs of EVENTS this process has made."""
+        found = ((event.path, self.made.get((event, sender_address, stamp))) for event in events)
+        return tuple((path, made[0], made[1]) for path, made in found if made is not None)
+
+    def cache_clear(self) -> None:
+        self.made.clear()
+
+
+def _make_vevent(event: Event, sender_address: str, stamp: datetime) -> tuple[bytes, frozenset[str]]:
     """One VEVENT's bytes and the TZIDs it uses (UTC needs no VTIMEZONE)."""
     tzids: set[str] = set()
     lines = [b"BEGIN:VEVENT", _line("SUMMARY", _text(event.title))]
@@ -185,6 +220,24 @@ def _vevent_ical(event: Event, sender_address: str, stamp: datetime) -> tuple[by
         lines.append(_line("URL", _verbatim(event.register, "URI")))
     lines.append(b"END:VEVENT\r\n")
     return b"\r\n".join(lines), frozenset(tzids)
+
+
+_vevent_ical = _VEvents(_make_vevent)
+
+
+def vevents_made(events: Iterable[Event], config: Config, stamp: datetime) -> tuple[tuple[str, bytes, frozenset[str]], ...]:
+    """The VEVENTs of EVENTS made here for calendar_bytes(…, CONFIG, STAMP, …), by path."""
+    return _vevent_ical.made_for(events, config.sender_address, stamp.astimezone(timezone.utc))
+
+
+def remember_vevents(events: Iterable[Event], config: Config, stamp: datetime,
+                     made: tuple[tuple[str, bytes, frozenset[str]], ...]) -> None:
+    """Take MADE (vevents_made in a forked worker) as the VEVENTs of EVENTS, matched by path."""
+    by_path = {event.path: event for event in events}
+    utc = stamp.astimezone(timezone.utc)
+    for path, data, tzids in made:
+        if path in by_path:
+            _vevent_ical.remember(by_path[path], config.sender_address, utc, (data, tzids))
 
 
 #: VTIMEZONE bytes by (TZID, first year, last year): made here once, and kept between

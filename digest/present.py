@@ -129,10 +129,31 @@ def present_event(event: Event, config: Config, week: str) -> EventView:
     )
 
 
+#: The views of the week last presented: a build presents each edition's events for the
+#: email, again when it is shortened, and again for its web page.
+_MEMO: tuple[Config, str, dict[str, tuple[Event, EventView]]] | None = None
+
+
+def _views(events: tuple[Event, ...], config: Config, week: str) -> dict[str, EventView]:
+    """present_event of each of EVENTS by path, reusing the views made for these very
+    objects (the same Event and Config, by identity: both are frozen) in this week."""
+    global _MEMO
+    if _MEMO is None or _MEMO[0] is not config or _MEMO[1] != week:
+        _MEMO = (config, week, {})
+    table = _MEMO[2]
+    views = {}
+    for event in events:
+        hit = table.get(event.path)
+        if hit is None or hit[0] is not event:
+            hit = table[event.path] = (event, present_event(event, config, week))
+        views[event.path] = hit[1]
+    return views
+
+
 def edition_context(edition: Edition, config: Config, *, shortened: int = 0, omitted: tuple[str, ...] = ()) -> dict:
     """The template context of one edition. SHORTENED > 0 asks for summaries only."""
-    view = {e.path: present_event(e, config, edition.week) for e in
-            (*edition.events, *edition.deadlines, *edition.ongoing, *edition.tba, *edition.ahead)}
+    view = _views((*edition.events, *edition.deadlines, *edition.ongoing, *edition.tba, *edition.ahead),
+                  config, edition.week)
     count = len(edition.events)
     base = config.base_url.rstrip("/") + "/" if config.base_url else ""
     return {

@@ -4,6 +4,7 @@ build of the same input, file by file, byte for byte."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from datetime import date
@@ -372,3 +373,86 @@ def test_an_error_of_this_process_while_workers_render_is_not_swallowed(newslett
     with pytest.raises(BrokenPipeError):
         build(newsletter, tmp_path / "out", all_weeks=True, today=TODAY, jobs=2, progress=broken_progress)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_the_parent_takes_the_vevents_its_workers_made(tmp_path: Path, monkeypatch) -> None:
+    """A parallel build's calendar of every event reuses the VEVENTs made in the workers
+    (matched by path, for the parent's own equal events), and is byte-identical."""
+    from digest import ical
+
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=8, per_week=3, seed=5)
+    made_here: list[str] = []
+    real = ical._vevent_ical.__wrapped__
+
+    def counting(event, sender, stamp):
+        made_here.append(event.path)  # counted in this process only: a worker's list is its own copy
+        return real(event, sender, stamp)
+
+    monkeypatch.setattr(ical._vevent_ical, "__wrapped__", counting)
+    ical._vevent_ical.cache_clear()
+    p, built = build(root, tmp_path / "a", all_weeks=True, today=TODAY, use_cache=False, jobs=2)
+    in_editions = {e.path for item in built for e in item.edition.events if e.status == "scheduled"}
+    assert len(in_editions) > 10
+    assert not in_editions & set(made_here)  # made in the workers only
+    assert all(not item.vevents for item in built)  # not held once taken
+    ical._vevent_ical.cache_clear()
+    build(root, tmp_path / "b", all_weeks=True, today=TODAY, use_cache=False, jobs=1)
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+    assert (tmp_path / "a" / "events.ics").read_bytes().count(b"BEGIN:VEVENT") >= len(in_editions)
+
+
+def test_remembered_vevents_go_only_to_the_event_with_that_path(tmp_path: Path) -> None:
+    from dataclasses import replace as copy
+
+    from digest import ical
+
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=1, per_week=2, seed=5)
+    p = plan(root, all_weeks=True, today=TODAY)
+    first, second = p.events[:2]
+    stamp = digest.build._stamp(TODAY)
+    ical._vevent_ical.cache_clear()
+    ical.remember_vevents([first], p.config, stamp, (("elsewhere.md", b"BEGIN:VEVENT\r\nX\r\nEND:VEVENT\r\n",
+                                                      frozenset()),))
+    assert not ical._vevent_ical.made  # no event here has that path
+    made = ical.vevents_made([second], p.config, stamp)
+    assert made == ()
+    ical.calendar_bytes([second], p.config, stamp, "x")
+    made = ical.vevents_made([second], p.config, stamp)
+    assert [path for path, _, _ in made] == [second.path]
+    ical._vevent_ical.cache_clear()
+    ical.remember_vevents([copy(second)], p.config, stamp, made)
+    assert ical.calendar_bytes([second], p.config, stamp, "x").count(b"BEGIN:VEVENT") == 1
+    ical._vevent_ical.cache_clear()
+
+
+def test_templates_compiled_while_entries_are_parsed_are_written_only_under_the_lock(
+        tmp_path: Path, monkeypatch) -> None:
+    """With many entries the build compiles its templates while other processes parse
+    them; a build that then fails on a bad entry writes nothing, not even the cache."""
+    from digest import entries
+
+    monkeypatch.setattr(entries, "PARALLEL_MIN", 4)
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=3, per_week=4, seed=5)
+    shutil.copytree(REPO / "templates", root / "templates")
+    waited: list[str] = []
+    real_warm = Renderer.warm
+
+    def warm(self):
+        waited.append(str(os.getpid()))
+        real_warm(self)
+
+    monkeypatch.setattr(Renderer, "warm", warm)
+    bad = root / "entries" / "zz-bad.md"
+    bad.write_text("---\ntitle: x\n---\nno organizer\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(digest.build.InputError):
+        build(root, out, all_weeks=True, today=TODAY, jobs=2)
+    assert waited, "the templates were not compiled while the entries were parsed"
+    assert not out.exists()
+    bad.unlink()
+    build(root, out, all_weeks=True, today=TODAY, jobs=2)
+    assert list((out / ".cache" / "jinja").rglob("*.cache"))  # written once the lock was held
+    assert snapshot(out) == fresh(root, tmp_path)

@@ -166,3 +166,24 @@ def test_the_eml_is_what_the_email_package_writes(text, html, subject):
     assert normalise(plain.get_content()) == normalise(text)
     assert normalise(rich.get_content()) == normalise(html)
     assert parsed.get_content_type() == "multipart/alternative" and plain.get_content_subtype() == "plain"
+
+
+def test_presented_views_are_reused_only_for_the_very_same_event_and_config() -> None:
+    """edition_context presents an edition's events once for the email and its web page;
+    an edited entry (a new Event with the same path) or a new config is presented afresh."""
+    from dataclasses import replace
+
+    from digest.editions import make_edition
+    from digest.present import edition_context
+
+    config = Config(root=Path("."))
+    one = event(path="entries/a.md", title="First title", start=date(2020, 10, 7))
+    edition = make_edition("2020-W41", (one,), config)
+    shown = edition_context(edition, config)["groups"][0]["events"][0]
+    assert edition_context(edition, config)["groups"][0]["events"][0] is shown  # reused
+    edited = replace(one, title="Edited title")
+    again = edition_context(make_edition("2020-W41", (edited,), config), config)["groups"][0]["events"][0]
+    assert again.title == "Edited title"
+    other = replace(config, base_url="https://example.org/news")
+    moved = edition_context(make_edition("2020-W41", (edited,), other), other)["groups"][0]["events"][0]
+    assert moved.web_url == "https://example.org/news/2020-W41/#" + edited.slug
