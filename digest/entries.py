@@ -305,11 +305,14 @@ def _shape_problem(source: str) -> tuple[int, str] | None:
 
 _EMBED_OPEN, _EMBED_CLOSE = "\u202a\u202b\u202d\u202e", "\u202c"  # LRE RLE LRO RLO / PDF
 _ISOLATE_OPEN, _ISOLATE_CLOSE = "\u2066\u2067\u2068", "\u2069"  # LRI RLI FSI / PDI
+_BIDI = re.compile("[" + _EMBED_OPEN + _EMBED_CLOSE + _ISOLATE_OPEN + _ISOLATE_CLOSE + "]")
 
 
 def contain_bidi(value: str) -> str:
     """Close every bidi embedding, override or isolate VALUE leaves open, so a stray
     right-to-left override in a title cannot reverse the text after it in the email."""
+    if not _BIDI.search(value):
+        return value
     embeds = isolates = 0
     for ch in value:
         if ch in _EMBED_OPEN:

@@ -12,7 +12,9 @@ def link_problem(url: str, *, allow_mailto: bool = True) -> str | None:
     """Why URL may not appear in an email (None when it may)."""
     if not isinstance(url, str) or not url.strip():
         return "is empty"
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in url):
+    # Printable ASCII holds no such character but the space (the common case, checked fast).
+    plain = url.isascii() and url.isprintable()
+    if " " in url or not plain and any(unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in url):
         return f"{url!r} contains spaces or control characters"
     try:
         parts = urlsplit(url)

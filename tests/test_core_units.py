@@ -187,3 +187,45 @@ def test_presented_views_are_reused_only_for_the_very_same_event_and_config() ->
     other = replace(config, base_url="https://example.org/news")
     moved = edition_context(make_edition("2020-W41", (edited,), other), other)["groups"][0]["events"][0]
     assert moved.web_url == "https://example.org/news/2020-W41/#" + edited.slug
+
+
+def _slow_bad_chars(url: str) -> bool:
+    import unicodedata
+
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in url)
+
+
+def _slow_contain_bidi(value: str) -> str:
+    embeds = isolates = 0
+    for ch in value:
+        if ch in "\u202a\u202b\u202d\u202e":
+            embeds += 1
+        elif ch == "\u202c" and embeds:
+            embeds -= 1
+        elif ch in "\u2066\u2067\u2068":
+            isolates += 1
+        elif ch == "\u2069" and isolates:
+            isolates -= 1
+    return value + "\u202c" * embeds + "\u2069" * isolates
+
+
+_TRICKY = st.text(st.sampled_from(list("ab :/@.é\t\x00\x7f\u00a0\u2028\u200b\u202a\u202c\u202e\u2066\u2069 ")) |
+                  st.characters(), max_size=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TRICKY)
+def test_fast_paths_say_what_the_character_by_character_checks_say(value: str) -> None:
+    """link_problem and contain_bidi skip their per-character loops for plain text: the
+    result is the loops' own."""
+    from digest.entries import contain_bidi
+
+    assert contain_bidi(value) == _slow_contain_bidi(value)
+    for url in (value, "https://x.org/" + value, "mailto:a@b" + value):
+        problem = link_problem(url)
+        if not url.strip():
+            assert problem == "is empty"
+        elif _slow_bad_chars(url):
+            assert problem is not None and "spaces or control characters" in problem
+        else:
+            assert problem is None or "spaces or control characters" not in problem
