@@ -12,11 +12,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path),
+                           "--work", str(tmp_path / "work")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert set(results) >= {"machine", "editions", "process", "archive", "incremental", "scale", "summary"}
+    assert results["machine"]["work"] == str((tmp_path / "work").resolve())
+    assert results["machine"]["file_create_ms"] > 0
+    assert list((tmp_path / "work").iterdir()) == []  # everything the benchmark made there is gone
     assert set(results["editions"]) == {"5", "20"}
     for stages in results["editions"].values():
         assert stages["html_bytes"] > 0 and stages["files"] >= 4
