@@ -168,6 +168,63 @@ def test_the_eml_is_what_the_email_package_writes(text, html, subject):
     assert parsed.get_content_type() == "multipart/alternative" and plain.get_content_subtype() == "plain"
 
 
+def _reference_head(edition, config, subject, text, html, unsubscribe_url) -> bytes:
+    """The headers as an EmailMessage writes them (how digest.message made them before)."""
+    import hashlib
+    from datetime import time as clock
+    from email import policy
+    from email.message import EmailMessage
+    from email.utils import format_datetime
+
+    fingerprint = hashlib.sha256(f"{subject}\0{text}\0{html}".encode()).hexdigest()
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = config.sender
+    msg["To"] = config.to
+    if config.reply_to:
+        msg["Reply-To"] = config.reply_to
+    msg["Subject"] = " ".join(subject.split())
+    msg["Date"] = format_datetime(datetime.combine(edition.first, clock(6, 0), config.zone))
+    msg["Message-ID"] = f"<digest.{edition.week}.{fingerprint[:16]}@{config.list_id}>"
+    msg["List-Id"] = f"{config.name} <{config.list_id}>"
+    targets = [f"<{u}>" for u in (unsubscribe_url, config.unsubscribe_mailto) if u]
+    if targets:
+        msg["List-Unsubscribe"] = ", ".join(targets)
+    if unsubscribe_url and unsubscribe_url.startswith("https://"):
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["MIME-Version"] = "1.0"
+    msg.make_alternative()
+    msg.set_boundary(f"==digest-{fingerprint[:24]}==")
+    return b"".join(msg.policy.fold_binary(name, value) for name, value in msg.raw_items())
+
+
+_NAMES = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=st.text(min_size=1, max_size=200), name=_NAMES, reply=st.booleans(),
+       unsubscribe=st.sampled_from([None, "https://example.org/u?t=1", "http://x.org/" + "u" * 90]),
+       mailto=st.sampled_from(["", "mailto:leave@example.org"]))
+def test_eml_headers_are_what_an_email_message_writes(subject, name, reply, unsubscribe, mailto):
+    """Each header is parsed and folded by the email package once per value: the bytes
+    are an EmailMessage's, for any subject and newsletter name."""
+    from dataclasses import replace
+
+    from digest.editions import make_edition
+    from digest.message import build_message
+
+    config = replace(Config(root=Path(".")), name=name, sender=f"{name} <digest@example.org>",
+                     unsubscribe_mailto=mailto, reply_to="Desk <desk@example.org>" if reply else "")
+    edition = make_edition("2020-W41", (), config)
+    try:
+        want = _reference_head(edition, config, subject, "t", "<p>h</p>", unsubscribe)
+    except ValueError:  # a value the email package refuses is refused the same way
+        with pytest.raises(ValueError):
+            build_message(edition, config, subject=subject, text="t", html="<p>h</p>", unsubscribe_url=unsubscribe)
+        return
+    raw = build_message(edition, config, subject=subject, text="t", html="<p>h</p>", unsubscribe_url=unsubscribe)
+    assert raw.split(b"\r\n\r\n", 1)[0] + b"\r\n" == want
+
+
 def test_presented_views_are_reused_only_for_the_very_same_event_and_config() -> None:
     """edition_context presents an edition's events once for the email and its web page;
     an edited entry (a new Event with the same path) or a new config is presented afresh."""
