@@ -192,6 +192,34 @@ def _check(values: dict[str, Any], path: str, problems: list[Problem]) -> None:
         if any(ch in values.get(key, "") for ch in "\r\n\0"):
             bad(key, "must be one line", "remove the line break")
             values.pop(key)
+    for key in ("sender", "to", "reply_to"):
+        if values.get(key):
+            issue = address_problem(values[key], group=key == "to")
+            if issue:
+                bad(key, f"{values[key][:80]!r} {issue}", "write it as Name <someone@example.org>")
+                values.pop(key)
+
+
+def address_problem(value: str, *, group: bool = False) -> str | None:
+    """Why VALUE cannot be a From/To/Reply-To header of one mailbox (None when it can),
+    as the email package parses it: the .eml's headers are made by it. GROUP also
+    allows an empty group ("Undisclosed recipients:;")."""
+    from email import policy
+
+    try:
+        header = policy.SMTP.header_factory("To", value)
+        addresses = header.addresses
+        empty_group = group and len(header.groups) == 1 and header.groups[0].display_name and not addresses
+    except Exception:  # the email package trips over some shapes (". <a@b>")
+        return "is not an address the email package can read"
+    if header.defects or not (len(addresses) == 1 or empty_group):
+        return "is not one address"
+    for address in addresses:
+        if not address.username or not address.domain:
+            return "has no user@domain address"
+        if not (address.username + address.domain).isascii():
+            return "has non-ASCII characters in the address (the name may have them)"
+    return None
 
 
 def load_config(root: Path) -> Config:

@@ -217,8 +217,8 @@ def test_eml_headers_are_what_an_email_message_writes(subject, name, reply, unsu
     edition = make_edition("2020-W41", (), config)
     try:
         want = _reference_head(edition, config, subject, "t", "<p>h</p>", unsubscribe)
-    except ValueError:  # a value the email package refuses is refused the same way
-        with pytest.raises(ValueError):
+    except Exception as exc:  # a value the email package refuses (or trips on) fails the same way
+        with pytest.raises(type(exc)):
             build_message(edition, config, subject=subject, text="t", html="<p>h</p>", unsubscribe_url=unsubscribe)
         return
     raw = build_message(edition, config, subject=subject, text="t", html="<p>h</p>", unsubscribe_url=unsubscribe)

@@ -133,6 +133,22 @@ def test_config_problems_name_the_key(newsletter):
     assert "digest.toml: field 'week_start': 'caturday' is not a weekday (e.g. monday or sunday)" in shown
 
 
+def test_sender_to_and_reply_to_must_be_addresses_the_eml_can_carry(newsletter):
+    """The .eml's headers are made by the email package: a sender it cannot read is a
+    config error naming the field, never a traceback during the build."""
+    n = newsletter()
+    n.config('sender = ". <digest@example.org>"\nto = "everyone"\nreply_to = "Desk <desk@exämple.org>"\n')
+    result = run_cli("build", "--root", str(n.root), "--all", "--out", str(n.root / "dist"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "field 'sender': '. <digest@example.org>' is not an address the email package can read" in result.stderr
+    assert "field 'to': 'everyone' is not one address" in result.stderr
+    assert "field 'reply_to'" in result.stderr and "non-ASCII" in result.stderr
+    assert "Name <someone@example.org>" in result.stderr
+    assert not (n.root / "dist").exists()
+    n.config('sender = "Ünïcode Näme <digest@example.org>"\nto = "Undisclosed recipients:;"\n')
+    assert load_config(n.root).to == "Undisclosed recipients:;"
+
+
 def test_toml_syntax_error_has_a_line(newsletter):
     n = newsletter()
     n.config('name = "X"\ntimezone = UTC\n')
