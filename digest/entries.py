@@ -89,10 +89,12 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
         return [read_entry(path, rel, config) for path, rel in items]
     from concurrent.futures import ProcessPoolExecutor
 
+    from digest.parallel import frozen
+
     global _READ_CONFIG
     _READ_CONFIG = config
     try:
-        with ProcessPoolExecutor(min(cores, 4), mp_context=multiprocessing.get_context("fork")) as pool:
+        with frozen(), ProcessPoolExecutor(min(cores, 4), mp_context=multiprocessing.get_context("fork")) as pool:
             results = pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8)))
             if meanwhile is not None:
                 meanwhile()

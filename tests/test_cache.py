@@ -456,3 +456,23 @@ def test_templates_compiled_while_entries_are_parsed_are_written_only_under_the_
     build(root, out, all_weeks=True, today=TODAY, jobs=2)
     assert list((out / ".cache" / "jinja").rglob("*.cache"))  # written once the lock was held
     assert snapshot(out) == fresh(root, tmp_path)
+
+
+def test_workers_fork_from_a_frozen_heap_and_the_parent_unfreezes(tmp_path: Path) -> None:
+    """gc.freeze before fork: a worker's collections skip everything it inherited (the
+    plan, events, templates); the parent's objects are collectable again afterwards."""
+    import gc
+    from dataclasses import replace as copy
+
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=8, per_week=3, seed=5)
+    p = plan(root, all_weeks=True, today=TODAY)
+    weeks = list(p.weeks)
+    before = gc.get_freeze_count()
+
+    def finish(week, item):  # in the worker
+        return copy(item, warnings=(str(gc.get_freeze_count()),))
+
+    items = render_weeks(week_plans(p, weeks), weeks, Renderer(root), jobs=2, finish=finish)
+    assert all(int(item.warnings[0]) > 1000 for item in items)
+    assert gc.get_freeze_count() == before
