@@ -25,7 +25,7 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
     for stages in results["editions"].values():
         assert stages["html_bytes"] > 0 and stages["files"] >= 4
         assert all(stages[s] >= 0 for s in ("read", "validate", "group", "render_mjml", "compile", "inline", "text",
-                                            "eml", "write"))
+                                            "eml", "write", "replace"))
     assert results["editions"]["20"]["events"] == 20
     assert results["archive"]["editions"] >= 3
     assert {row["unit"] for row in results["summary"].values()} <= {"ms", "KB", "bytes", "x", "s", "MB"}
