@@ -31,6 +31,7 @@ from digest.dates import range_label
 from digest.errors import BuildError, InputError, Problem
 from digest.ical import calendar_bytes
 from digest.present import edition_context
+from digest.render import unreadable_template
 from digest.writer import write_file
 
 if TYPE_CHECKING:
@@ -149,12 +150,16 @@ class WebRenderer:
         for name in ("edition.html", "nav.html"):
             try:
                 self.env.get_template(name)
-            except jinja2.TemplateError:
+            except (jinja2.TemplateError, OSError, UnicodeDecodeError):
                 pass
 
     def render(self, name: str, context: dict[str, Any]) -> str:
         try:
             return self.env.get_template(name).render(context)
+        except (UnicodeDecodeError, OSError) as exc:
+            problem = unreadable_template(self.dirs, "templates/web") or Problem(
+                f"templates/web/{name}", None, None, f"cannot be read: {exc}", "save the file as UTF-8 text")
+            raise InputError("the web templates could not be rendered; nothing was written.", [problem]) from None
         except jinja2.TemplateError as exc:
             where, line = f"templates/web/{name}", None
             if isinstance(exc, jinja2.TemplateSyntaxError):

@@ -113,8 +113,32 @@ def _render_blocks(blocks: tuple[Block, ...], refs: TextRefs) -> str:
     return "\n".join(joined) + ("\n" if joined else "")
 
 
+def unreadable_template(dirs: list[Path], shown: str) -> Problem | None:
+    """The first file in the template folders DIRS that cannot be read as UTF-8 text,
+    named as SHOWN/its path (Jinja's loader says neither which file nor where)."""
+    for folder in dirs:
+        for path in sorted(folder.rglob("*")):
+            name = f"{shown}/{path.relative_to(folder).as_posix()}"
+            try:
+                if path.is_file():
+                    path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raw = path.read_bytes()
+                return Problem(name, raw[: exc.start].count(b"\n") + 1, None,
+                               f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                               "save the file as UTF-8")
+            except OSError as exc:
+                return Problem(name, None, None, f"cannot be read: {exc.strerror or exc}",
+                               "check the file's permissions")
+    return None
+
+
 def _template_problem(exc: BaseException, tb: TracebackType | None, dirs: list[Path]) -> Problem:
     """Name the template file and line where rendering failed."""
+    if isinstance(exc, (UnicodeDecodeError, OSError)):
+        found = unreadable_template(dirs, "templates/email")
+        if found:
+            return found
     path, line = None, None
     if isinstance(exc, jinja2.TemplateSyntaxError):
         path, line = exc.filename, exc.lineno
@@ -149,7 +173,7 @@ class Renderer:
         try:
             template = self._templates.get(name) or self._templates.setdefault(name, self.env.get_template(name))
             return template.render(context)
-        except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
+        except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError, OSError) as exc:
             problem = _template_problem(exc, exc.__traceback__, self.dirs)
             raise BuildError("the email templates could not be rendered; nothing was written.", [problem]) from None
 
@@ -158,7 +182,7 @@ class Renderer:
         for name in ("digest.mjml", "digest.txt", "content.css"):
             try:
                 self._templates.setdefault(name, self.env.get_template(name))
-            except jinja2.TemplateError:
+            except (jinja2.TemplateError, OSError, UnicodeDecodeError):
                 pass  # rendering reports it, with the file and line
         import importlib
 

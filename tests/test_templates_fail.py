@@ -131,3 +131,18 @@ def test_template_failure_exits_1_without_a_traceback(site: Path) -> None:
     assert result.stderr.startswith("templates/email/partials/event.mjml:")
     assert "Error: the email templates could not be rendered; nothing was written." in result.stderr
     assert not (site / "dist" / "2020-W41").exists()
+
+
+@pytest.mark.parametrize("folder, name", [("email", "partials/event.mjml"), ("web", "nav.html"),
+                                          ("email", "digest.txt")])
+def test_a_template_that_is_not_utf8_is_named_without_a_traceback(site: Path, folder: str, name: str) -> None:
+    path = site / "templates" / folder / name
+    text = path.read_bytes()
+    path.write_bytes(text + b"\n<p>caf\xe9</p>\n")  # Latin-1, as an editor might save it
+    result = subprocess.run([sys.executable, "-m", "digest", "build", "--root", str(site), "--week", "2020-W41",
+                             "--today", "2020-10-01"], capture_output=True, text=True, timeout=120)
+    assert result.returncode in (1, 2) and "Traceback" not in result.stderr
+    line = text.count(b"\n") + 2
+    assert (f"templates/{folder}/{name}:{line}: not UTF-8 text (byte 0xe9 at offset {len(text) + 7}) "
+            "(save the file as UTF-8)") in result.stderr
+    assert not (site / "dist" / "2020-W41").exists()
