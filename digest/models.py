@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -100,12 +100,24 @@ class Event:
             return local.date()
         return end
 
+    def __hash__(self) -> int:
+        """The dataclass's hash (of every field), worked out once: events key caches and
+        sets, and an event has ~20 fields. Kept outside the fields, like _days_memo."""
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = hash(tuple(getattr(self, name) for name in _EVENT_FIELDS))
+        return cached
+
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_days_memo"}
+        # Neither memo travels: a string's hash differs from process to process.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_days_memo", "_hash")}
 
     def sort_key(self, zone: ZoneInfo) -> tuple:
         """Day, then time of day (all-day first), then title and path."""
         return self._days(zone)[2]
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
 
 
 @dataclass(frozen=True)

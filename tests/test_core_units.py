@@ -286,3 +286,51 @@ def test_fast_paths_say_what_the_character_by_character_checks_say(value: str) -
             assert problem is not None and "spaces or control characters" in problem
         else:
             assert problem is None or "spaces or control characters" not in problem
+
+
+def test_discover_finds_what_rglob_finds(tmp_path: Path) -> None:
+    """Entry discovery walks with scandir; it finds exactly what entries/**/*.md with
+    pathlib's rglob finds (no dotfiles, no folders, symlinked files yes, symlinked
+    folders not entered), in the same order."""
+    import os
+
+    from digest.entries import ENTRIES_DIR, _discover
+
+    root = tmp_path / "nl"
+    entries = root / "entries"
+    for rel in ("a.md", "b.MD", ".hidden.md", "notes.txt", "2020/x.md", "2020/deep/y.md", ".git/z.md",
+                "dir.md/inner.md", "é/ü.md"):
+        path = entries / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("---\n", encoding="utf-8")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.md").write_text("---\n", encoding="utf-8")
+    os.symlink(outside, entries / "linked")
+    os.symlink(outside / "o.md", entries / "2020" / "link.md")
+    os.symlink(tmp_path / "missing.md", entries / "broken.md")
+    os.symlink(outside, entries / "folderlink.md")
+
+    folder = root / ENTRIES_DIR
+    want = sorted(((p, ENTRIES_DIR + "/" + p.relative_to(folder).as_posix()) for p in folder.rglob("*.md")
+                   if not p.name.startswith(".") and p.is_file()),
+                  key=lambda item: item[1].encode("utf-8", "surrogateescape"))
+    assert _discover(root) == want
+    assert [rel for _, rel in want] == ["entries/.git/z.md", "entries/2020/deep/y.md", "entries/2020/link.md",
+                                        "entries/2020/x.md", "entries/a.md", "entries/dir.md/inner.md",
+                                        "entries/\u00e9/\u00fc.md"]
+
+
+def test_an_events_cached_hash_is_the_dataclass_hash_and_stays_home() -> None:
+    """Event hashes once; the value is what the dataclass's hash of its fields gives,
+    equal events hash equal, and neither memo is pickled (hashes differ by process)."""
+    import pickle
+    from dataclasses import fields, replace
+
+    one = event(path="entries/a.md", title="A", start=date(2020, 10, 7), tags=("x",))
+    assert hash(one) == hash(tuple(getattr(one, f.name) for f in fields(one) if f.compare))
+    one.first_day(NY)
+    copy = pickle.loads(pickle.dumps(one))
+    assert not {"_hash", "_days_memo"} & set(copy.__dict__)
+    assert copy == one and hash(copy) == hash(one)
+    assert hash(replace(one, title="B")) != hash(one) and {one, replace(one)} == {one}
