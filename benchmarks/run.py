@@ -269,22 +269,22 @@ def process_floor(root: Path, week: str, repeat: int) -> dict:
 
 
 def archive(root: Path, repeat: int) -> dict:
-    """--all cold (no output, no cache) and warm (unchanged input), as processes."""
+    """--all cold (no output, no cache) and warm (unchanged input): `digest build --all`
+    as a process, and build() inside a process (its own time and the peak memory)."""
     out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     cold, warm, cold_build, warm_build, editions, peak = [], [], [], [], 0, 0.0
     code = CHILD_BUILD.format(root=str(root), out=str(out / "dist"), today=TODAY)
+    command = digest_cmd("build", "--root", str(root), "--all", "--today", TODAY, "--out", str(out / "dist"))
     try:
         for _ in range(repeat):
             shutil.rmtree(out / "dist", ignore_errors=True)
-            start = time.perf_counter()
+            cold.append(run_process(command)[0])
+            warm.append(run_process(command)[0])
+            shutil.rmtree(out / "dist", ignore_errors=True)
             info = child(code)
-            cold.append(time.perf_counter() - start)
             cold_build.append(info["build_s"])
             editions, peak = info["editions"], max(peak, info["peak_mb"])
-            start = time.perf_counter()
-            info = child(code)
-            warm.append(time.perf_counter() - start)
-            warm_build.append(info["build_s"])
+            warm_build.append(child(code)["build_s"])
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return {"editions": editions, "cold_process_ms": median_ms(cold), "cold_build_ms": median_ms(cold_build),
@@ -420,8 +420,8 @@ def markdown(results: dict, previous: dict | None) -> str:
     if "archive" in results:
         a = results["archive"]
         lines += ["", f"## Archive: --all, {a['editions']} editions", "",
-                  f"- cold (no output folder, no cache): {a['cold_process_ms']:,} ms as a process "
-                  f"({a['cold_build_ms']:,} ms inside build())",
+                  f"- cold (no output folder, no cache): {a['cold_process_ms']:,} ms as a "
+                  f"`digest build --all` process ({a['cold_build_ms']:,} ms inside build(), in a process of its own)",
                   f"- warm (nothing changed): {a['warm_process_ms']:,} ms as a process "
                   f"({a['warm_build_ms']:,} ms inside build())",
                   f"- peak memory: {a['peak_mb']} MB"]

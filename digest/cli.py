@@ -174,6 +174,7 @@ def list_editions(root: Path, today) -> None:
 def main() -> None:
     try:
         cli.main(standalone_mode=False, prog_name="digest")
+        _leaving()
     except DigestError as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -188,3 +189,14 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+
+
+def _leaving() -> None:
+    """The command is done and the process ends: leave everything it holds out of the
+    collector's passes. The interpreter's shutdown otherwise walks a build's whole heap
+    several times (~90 ms after a year's archive); memory goes back to the system either
+    way, and every file was written and closed with its `with` block."""
+    import gc
+
+    sys.stdout.flush()
+    gc.freeze()
