@@ -374,7 +374,10 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             sizes = {name: len(data) for name, data in item.files.items()}
             if cache and unchanged_on_disk(out, item.week, item.files, ignore=(PAGE,)):
                 return replace(item, files=OnDisk(out / item.week, sizes))
-            return replace(item, files=OnDisk(staging.stage(item.week, item.files), sizes))
+            # The web page goes in too, its previous/next links still empty: page() below
+            # rewrites the file in place (creating a file is what costs, on some disks).
+            staged = {**item.files, PAGE: item.page} if item.page else item.files
+            return replace(item, files=OnDisk(staging.stage(item.week, staged), sizes))
 
         def keep(item: BuiltEdition) -> BuiltEdition:
             """Note where an edition is: as it is in OUT, or staged."""
