@@ -124,7 +124,8 @@ class BuildCache:
         self._stamps: dict[str, dict[str, Any]] | None = None
         self._stamps_dirty = False
         self._as_left: set[str] = set()
-        self._entries: list[dict[str, tuple[Event | None, list[Problem]]]] | None = None
+        #: Shards of parsed entries: key -> (event, problems), or those pickled by a reader.
+        self._entries: list[dict[str, Any]] | None = None
         self._entries_used: set[str] = set()
         self._entries_dirty: set[int] = set()
         self._files: dict[str, tuple[int, int, int, str, str]] = {}
@@ -154,7 +155,7 @@ class BuildCache:
     def _shard_path(self, index: int) -> Path:
         return self.folder / ENTRY_SHARDS / f"{index:x}.pickle"
 
-    def _load_entries(self) -> list[dict[str, tuple[Event | None, list[Problem]]]]:
+    def _load_entries(self) -> list[dict[str, Any]]:
         if self._entries is None:
             self._entries = []
             for index in range(SHARDS):
@@ -211,18 +212,23 @@ class BuildCache:
             self._entries_used.add(key)
             shard = stored[int(key[0], 16)]
             if key in shard:
-                event, problems = shard[key]
+                value = shard[key]
+                if isinstance(value, bytes):  # as a reader pickled it (see save): unpickled once per process
+                    value = shard[key] = pickle.loads(value)
+                event, problems = value
                 results.append((event, list(problems)))
             else:
                 results.append(None)
                 missing.append(index)
         self._files_changed = self._files != known
-        parsed = read_entries([items[i] for i in missing], config, meanwhile)
-        for index, (event, problems) in zip(missing, parsed):
+        pickled: list[bytes | None] = []
+        parsed = read_entries([items[i] for i in missing], config, meanwhile, pickled)
+        for index, (event, problems), blob in zip(missing, parsed, pickled):
             results[index] = (event, problems)
             if index in keys:
                 key = keys[index]
-                stored[int(key[0], 16)][key] = (event, list(problems))
+                # Bytes from a reader are stored as they are: save() does not pickle them again.
+                stored[int(key[0], 16)][key] = blob if blob is not None else (event, list(problems))
                 self._entries_dirty.add(int(key[0], 16))
         return [r for r in results if r is not None]
 

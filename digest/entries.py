@@ -89,20 +89,28 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
 PARALLEL_MIN = 300  # below this many files, starting processes costs more than it saves
 
 
-def read_entries(items: list[tuple[Path, str]], config: Config,
-                 meanwhile: Callable[[], None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
+def read_entries(items: list[tuple[Path, str]], config: Config, meanwhile: Callable[[], None] | None = None,
+                 pickled: list[bytes | None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
     """read_entry for every (path, relative path), in order: in forked processes when
     there are many (YAML and Markdown parsing hold the GIL), else here.
 
     MEANWHILE, when given, runs here while forked processes read (a build compiles its
-    templates then); it is skipped when the entries are read here."""
+    templates then); it is skipped when the entries are read here. PICKLED, when given,
+    gets each result as the process that read it pickled it (None when read here): the
+    build cache stores those bytes as they are."""
     import multiprocessing
     import threading
+
+    def here() -> list[tuple[Event | None, list[Problem]]]:
+        if pickled is not None:
+            pickled.extend([None] * len(items))
+        return [read_entry(path, rel, config) for path, rel in items]
 
     cores = os.cpu_count() or 1
     if (len(items) < PARALLEL_MIN or cores < 2 or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
-        return [read_entry(path, rel, config) for path, rel in items]
+        return here()
+    import pickle
     from concurrent.futures import ProcessPoolExecutor
 
     from digest.parallel import frozen
@@ -114,19 +122,26 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
             results = pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8)))
             if meanwhile is not None:
                 meanwhile()
-            return list(results)
+            blobs = list(results)
     except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
-        return [read_entry(path, rel, config) for path, rel in items]
+        return here()
     finally:
         _READ_CONFIG = None
+    if pickled is not None:
+        pickled.extend(blobs)
+    return [pickle.loads(blob) for blob in blobs]
 
 
 _READ_CONFIG: Config | None = None  # inherited by forked readers
 
 
-def _read_one(item: tuple[Path, str]) -> tuple[Event | None, list[Problem]]:
+def _read_one(item: tuple[Path, str]) -> bytes:
+    """read_entry's result, pickled here (in a reader): the parent stores these bytes in
+    the build cache instead of pickling every entry again at the end of the build."""
+    import pickle
+
     assert _READ_CONFIG is not None
-    return read_entry(item[0], item[1], _READ_CONFIG)
+    return pickle.dumps(read_entry(item[0], item[1], _READ_CONFIG), pickle.HIGHEST_PROTOCOL)
 
 
 def load_events(root: Path, config: Config, read: Any = None, read_all: Any = None,
