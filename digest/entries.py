@@ -117,16 +117,24 @@ def read_entries(items: list[tuple[Path, str]], config: Config, meanwhile: Calla
 
     global _READ_CONFIG
     _READ_CONFIG = config
+    failed: BaseException | None = None
     try:
         with frozen(), ProcessPoolExecutor(min(cores, 4), mp_context=multiprocessing.get_context("fork")) as pool:
             results = pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8)))
-            if meanwhile is not None:
-                meanwhile()
-            blobs = list(results)
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            except BaseException as exc:  # the caller's error, not the readers': raised as it is, below
+                failed = exc
+                pool.shutdown(cancel_futures=True)
+            else:
+                blobs = list(results)
     except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
         return here()
     finally:
         _READ_CONFIG = None
+    if failed is not None:
+        raise failed
     if pickled is not None:
         pickled.extend(blobs)
     return [pickle.loads(blob) for blob in blobs]

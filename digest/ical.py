@@ -225,7 +225,8 @@ def _make_vevent(event: Event, sender_address: str, stamp: datetime) -> tuple[by
 _vevent_ical = _VEvents(_make_vevent)
 
 
-def vevents_made(events: Iterable[Event], config: Config, stamp: datetime) -> tuple[tuple[str, bytes, frozenset[str]], ...]:
+def vevents_made(events: Iterable[Event], config: Config,
+                 stamp: datetime) -> tuple[tuple[str, bytes, frozenset[str]], ...]:
     """The VEVENTs of EVENTS made here for calendar_bytes(…, CONFIG, STAMP, …), by path."""
     return _vevent_ical.made_for(events, config.sender_address, stamp.astimezone(timezone.utc))
 

@@ -499,3 +499,27 @@ def test_entries_parsed_by_readers_are_cached_as_they_pickled_them(tmp_path: Pat
     again, _ = build(root, out, all_weeks=True, today=TODAY, jobs=2)
     assert parsed == [] and again.events == p.events
     assert snapshot(out) == fresh(root, tmp_path)
+
+
+def test_an_error_of_the_work_done_meanwhile_is_raised_not_taken_for_a_reader_failure(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    """Only a reader that cannot fork or dies makes the entries be read here; an error of
+    what this process does while they read (MEANWHILE) is raised as it is."""
+    from digest import entries
+    from digest.config import load_config
+
+    monkeypatch.setattr(entries, "PARALLEL_MIN", 4)
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=3, per_week=4, seed=5)
+    items = entries._discover(root)
+    read_here: list[str] = []
+    real = entries.read_entry
+    monkeypatch.setattr(entries, "read_entry",
+                        lambda path, rel, config: read_here.append(rel) or real(path, rel, config))
+
+    def meanwhile() -> None:
+        raise RuntimeError("a template could not be compiled")
+
+    with pytest.raises(RuntimeError, match="a template could not be compiled"):
+        entries.read_entries(items, load_config(root), meanwhile)
+    assert read_here == []  # not read again here, serially
