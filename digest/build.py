@@ -238,19 +238,23 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
                page: Callable[[BuiltEdition], bytes] | None = None,
                write: Callable[[BuiltEdition], BuiltEdition] | None = None,
                keep: Callable[[BuiltEdition], BuiltEdition] | None = None,
-               renderer: Renderer | None = None) -> list[BuiltEdition]:
+               renderer: Renderer | None = None, templates: str | None = None) -> list[BuiltEdition]:
     """Render every planned week: from CACHE when its inputs are unchanged, else on all cores.
 
     PAGE, when given, renders an edition's web page where the edition was rendered (in
     its worker). WRITE, when given, gets each rendered edition there too and returns
     what to send back in its place; KEEP gets each edition here, as soon as it is ready,
-    and returns what to hold on to. RENDERER: the email templates' (made here when not given)."""
+    and returns what to hold on to. RENDERER: the email templates' (made here when not given).
+    TEMPLATES: the templates' fingerprint (digest.cache.templates_fingerprint of the email
+    and web template folders), taken before RENDERER compiled any of them: an edit made
+    after it can then only miss the cache later, never be stored under a newer key."""
     from digest.archive import web_template_dirs
 
     root = root or p.config.root
     renderer = renderer or Renderer(root, cache.bytecode() if cache else None)
     # A cached edition holds its web page: the web templates are part of its key.
-    templates = templates_fingerprint(renderer.dirs + web_template_dirs(root)) if cache else ""
+    if templates is None:
+        templates = templates_fingerprint(renderer.dirs + web_template_dirs(root)) if cache else ""
     found: dict[str, BuiltEdition] = {}
     todo: list[tuple[str, str, Plan]] = []
     editions: dict[str, Edition] = {}
@@ -336,11 +340,15 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
     not kept in memory); the web archive is rendered next, and only then are the folders
     swapped in. OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an
     edition whose folder already holds the same bytes is not rewritten."""
-    from digest.archive import PAGE, WebRenderer, edition_page, preload, prepare_archive, write_archive
+    from digest.archive import (PAGE, WebRenderer, edition_page, preload, prepare_archive, web_template_dirs,
+                                write_archive)
 
     cache = BuildCache(out) if use_cache else None
     renderer = Renderer(root, cache.bytecode() if cache else None)
     web = WebRenderer(root, cache.bytecode() if cache else None)
+    # Taken before any template is compiled (meanwhile may compile them long before the
+    # lock is held): what is rendered is never newer than the key it is cached under.
+    templates = templates_fingerprint(renderer.dirs + web_template_dirs(root)) if cache else ""
 
     def meanwhile() -> None:
         """While other processes parse entries: compile the templates (written to the
@@ -402,7 +410,7 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             web.warm()  # compiled once, here, before workers fork
             built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress,
                                page=lambda item: edition_page(web, p, item), write=write, keep=keep,
-                               renderer=renderer)
+                               renderer=renderer, templates=templates)
             # The web archive, rendered before anything is swapped in.
             archive = prepare_archive(out, p, built, cache, page=page)
             written = {target.name for target in staging.commit()}

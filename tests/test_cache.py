@@ -523,3 +523,34 @@ def test_an_error_of_the_work_done_meanwhile_is_raised_not_taken_for_a_reader_fa
     with pytest.raises(RuntimeError, match="a template could not be compiled"):
         entries.read_entries(items, load_config(root), meanwhile)
     assert read_here == []  # not read again here, serially
+
+
+def test_a_template_edited_while_the_build_waits_for_the_lock_is_never_served_stale(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """Templates compile while the entries are parsed, before the lock is held; the cache
+    key names the templates as they were then. An edit made while the build waits for the
+    lock is rendered by the next build, never hidden behind a key that names it."""
+    import contextlib
+
+    from digest import entries
+
+    monkeypatch.setattr(entries, "PARALLEL_MIN", 4)  # entries read in parallel: templates compile meanwhile
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=3, per_week=4, seed=5)
+    shutil.copytree(REPO / "templates", root / "templates")
+    template = root / "templates" / "email" / "digest.txt"
+    real_locked = digest.build.locked
+
+    @contextlib.contextmanager
+    def edit_then_lock(out, *args, **kwargs):
+        template.write_text(template.read_text(encoding="utf-8") + "EDITED WHILE WAITING\n", encoding="utf-8")
+        with real_locked(out, *args, **kwargs):
+            yield
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(digest.build, "locked", edit_then_lock)
+    _, built = build(root, out, all_weeks=True, today=TODAY, jobs=2)
+    monkeypatch.setattr(digest.build, "locked", real_locked)
+    _, again = build(root, out, all_weeks=True, today=TODAY, jobs=2)
+    assert all(b"EDITED WHILE WAITING" in (out / item.week / "digest.txt").read_bytes() for item in again)
+    assert snapshot(out) == fresh(root, tmp_path)
