@@ -10,6 +10,7 @@ import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -83,7 +84,8 @@ class Config:
 
     @property
     def sender_address(self) -> str:
-        return self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
+        """The sender's user@domain, as the email package reads the From header."""
+        return _addr_spec(self.sender)
 
     def canonical_organizer(self, name: str) -> str:
         """The organizer's name after the alias table (case-insensitive match)."""
@@ -189,7 +191,9 @@ def _check(values: dict[str, Any], path: str, problems: list[Problem]) -> None:
         bad("language", f"{values['language']!r} is not a language tag", "e.g. \"en\" or \"pt-BR\"")
         values.pop("language")
     for key in ("name", "sender", "to", "list_id", "reply_to", "tagline", "postal_address"):
-        if any(ch in values.get(key, "") for ch in "\r\n\0"):
+        # Every line break str.splitlines knows (U+2028 too): the email package refuses them in headers.
+        value = values.get(key, "")
+        if "\0" in value or (value and value.splitlines() != [value]):
             bad(key, "must be one line", "remove the line break")
             values.pop(key)
     for key in ("sender", "to", "reply_to"):
@@ -200,11 +204,24 @@ def _check(values: dict[str, Any], path: str, problems: list[Problem]) -> None:
                 values.pop(key)
 
 
+@lru_cache(maxsize=64)
+def _addr_spec(value: str) -> str:
+    from email import policy
+
+    try:
+        addresses = policy.SMTP.header_factory("From", value).addresses
+    except Exception:  # the email package trips over some shapes; load_config refuses them
+        addresses = ()
+    if addresses and addresses[0].addr_spec:
+        return addresses[0].addr_spec
+    return value.rsplit("<", 1)[-1].rstrip(">").strip()
+
+
 def address_problem(value: str, *, group: bool = False) -> str | None:
     """Why VALUE cannot be a From/To/Reply-To header of one mailbox (None when it can),
     as the email package parses it: the .eml's headers are made by it. GROUP also
     allows an empty group ("Undisclosed recipients:;")."""
-    from email import policy
+    from email import errors, policy
 
     try:
         header = policy.SMTP.header_factory("To", value)
@@ -212,7 +229,9 @@ def address_problem(value: str, *, group: bool = False) -> str | None:
         empty_group = group and len(header.groups) == 1 and header.groups[0].display_name and not addresses
     except Exception:  # the email package trips over some shapes (". <a@b>")
         return "is not an address the email package can read"
-    if header.defects or not (len(addresses) == 1 or empty_group):
+    # "Dr. J. Doe <…>": a period in a name is obsolete syntax the package reads (and quotes) well.
+    defects = [d for d in header.defects if not isinstance(d, errors.ObsoleteHeaderDefect)]
+    if defects or not (len(addresses) == 1 or empty_group):
         return "is not one address"
     for address in addresses:
         if not address.username or not address.domain:

@@ -165,3 +165,17 @@ def test_open_bidi_overrides_are_closed_in_one_line_fields(newsletter):
     assert problems == []
     assert events[0].title == "Evil \u202eliving\u202c"
     assert events[0].location == "\u2067Beirut\u2069"
+
+
+def test_names_with_periods_are_addresses_and_every_line_break_is_refused(newsletter):
+    """"Dr. J. Doe <…>" is obsolete but ordinary syntax: accepted, and the calendars'
+    ORGANIZER gets the parsed address. A name with any line break str.splitlines knows
+    (U+2028 too) is refused with the field named, not a traceback in the build."""
+    n = newsletter()
+    n.config('sender = "Dr. J. Doe <events@example.org>"\nreply_to = "x@example.org (Events desk)"\n')
+    config = load_config(n.root)
+    assert config.sender_address == "events@example.org"
+    n.config('name = "A\\u2028B"\ntagline = "end\\n"\n')
+    result = run_cli("build", "--root", str(n.root), "--all", "--out", str(n.root / "dist"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "field 'name': must be one line" in result.stderr and "field 'tagline': must be one line" in result.stderr
