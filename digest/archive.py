@@ -31,7 +31,7 @@ from digest.dates import range_label
 from digest.errors import BuildError, InputError, Problem
 from digest.ical import calendar_bytes
 from digest.present import edition_context
-from digest.render import unreadable_template
+from digest.render import TemplateLoader, UnreadableTemplate
 from digest.writer import write_file
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class WebRenderer:
 
     def __init__(self, root: Path, bytecode: jinja2.BytecodeCache | None = None) -> None:
         self.dirs = web_template_dirs(root)
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
+        self.env = jinja2.Environment(loader=TemplateLoader(self.dirs, "templates/web"),
                                       bytecode_cache=bytecode,
                                       autoescape=True, undefined=jinja2.StrictUndefined,
                                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
@@ -156,10 +156,9 @@ class WebRenderer:
     def render(self, name: str, context: dict[str, Any]) -> str:
         try:
             return self.env.get_template(name).render(context)
-        except (UnicodeDecodeError, OSError) as exc:
-            problem = unreadable_template(self.dirs, "templates/web") or Problem(
-                f"templates/web/{name}", None, None, f"cannot be read: {exc}", "save the file as UTF-8 text")
-            raise InputError("the web templates could not be rendered; nothing was written.", [problem]) from None
+        except UnreadableTemplate as exc:
+            raise InputError("the web templates could not be rendered; nothing was written.",
+                             [exc.problem]) from None
         except jinja2.TemplateError as exc:
             where, line = f"templates/web/{name}", None
             if isinstance(exc, jinja2.TemplateSyntaxError):

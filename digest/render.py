@@ -34,7 +34,7 @@ def _autoescape(name: str | None) -> bool:
 def make_environment(root: Path, bytecode: jinja2.BytecodeCache | None = None) -> jinja2.Environment:
     """The email templates' environment; BYTECODE keeps compiled templates for the next process."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(root)]),
+        loader=TemplateLoader(template_dirs(root), "templates/email"),
         bytecode_cache=bytecode,
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,
@@ -113,32 +113,44 @@ def _render_blocks(blocks: tuple[Block, ...], refs: TextRefs) -> str:
     return "\n".join(joined) + ("\n" if joined else "")
 
 
-def unreadable_template(dirs: list[Path], shown: str) -> Problem | None:
-    """The first file in the template folders DIRS that cannot be read as UTF-8 text,
-    named as SHOWN/its path (Jinja's loader says neither which file nor where)."""
-    for folder in dirs:
-        for path in sorted(folder.rglob("*")):
-            name = f"{shown}/{path.relative_to(folder).as_posix()}"
-            try:
-                if path.is_file():
-                    path.read_bytes().decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raw = path.read_bytes()
-                return Problem(name, raw[: exc.start].count(b"\n") + 1, None,
-                               f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-                               "save the file as UTF-8")
-            except OSError as exc:
-                return Problem(name, None, None, f"cannot be read: {exc.strerror or exc}",
-                               "check the file's permissions")
-    return None
+class UnreadableTemplate(jinja2.TemplateError):
+    """A template file that exists but cannot be read as UTF-8 text; PROBLEM names it."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class TemplateLoader(jinja2.FileSystemLoader):
+    """Jinja's FileSystemLoader, naming the file it could not read as SHOWN/<template>,
+    with the line of the first byte that is not UTF-8 (Jinja says neither)."""
+
+    def __init__(self, dirs: list[Path], shown: str) -> None:
+        super().__init__([str(d) for d in dirs])
+        self.shown = shown
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        try:
+            return super().get_source(environment, template)
+        except jinja2.TemplateNotFound:
+            raise
+        except (UnicodeDecodeError, OSError) as exc:
+            name = f"{self.shown}/{template}"
+            if isinstance(exc, UnicodeDecodeError):
+                line = exc.object[: exc.start].count(b"\n") + 1
+                problem = Problem(name, line, None,
+                                  f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                                  "save the file as UTF-8")
+            else:
+                problem = Problem(name, None, None, f"cannot be read: {exc.strerror or exc}",
+                                  "check the file's permissions")
+            raise UnreadableTemplate(problem) from None
 
 
 def _template_problem(exc: BaseException, tb: TracebackType | None, dirs: list[Path]) -> Problem:
     """Name the template file and line where rendering failed."""
-    if isinstance(exc, (UnicodeDecodeError, OSError)):
-        found = unreadable_template(dirs, "templates/email")
-        if found:
-            return found
+    if isinstance(exc, UnreadableTemplate):
+        return exc.problem
     path, line = None, None
     if isinstance(exc, jinja2.TemplateSyntaxError):
         path, line = exc.filename, exc.lineno

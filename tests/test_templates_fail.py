@@ -139,6 +139,7 @@ def test_a_template_that_is_not_utf8_is_named_without_a_traceback(site: Path, fo
     path = site / "templates" / folder / name
     text = path.read_bytes()
     path.write_bytes(text + b"\n<p>caf\xe9</p>\n")  # Latin-1, as an editor might save it
+    (site / "templates" / folder / "a-logo.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # not a template: not named
     result = subprocess.run([sys.executable, "-m", "digest", "build", "--root", str(site), "--week", "2020-W41",
                              "--today", "2020-10-01"], capture_output=True, text=True, timeout=120)
     assert result.returncode in (1, 2) and "Traceback" not in result.stderr
