@@ -147,3 +147,14 @@ def test_a_template_that_is_not_utf8_is_named_without_a_traceback(site: Path, fo
     assert (f"templates/{folder}/{name}:{line}: not UTF-8 text (byte 0xe9 at offset {len(text) + 7}) "
             "(save the file as UTF-8)") in result.stderr
     assert not (site / "dist" / "2020-W41").exists()
+
+
+def test_a_missing_web_partial_is_reported_as_not_found(site: Path) -> None:
+    page = site / "templates" / "web" / "edition.html"
+    page.write_text(page.read_text(encoding="utf-8").replace('"partials/event.html"', '"partials/evnt.html"'),
+                    encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "digest", "build", "--root", str(site), "--week", "2020-W41",
+                             "--today", "2020-10-01"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("templates/web/edition.html:6: template error: 'partials/evnt.html' not found")
+    assert not (site / "dist" / "2020-W41").exists()
