@@ -71,15 +71,24 @@ class Event:
     def _days(self, zone: ZoneInfo) -> tuple[date | None, date | None, tuple]:
         """(first day, last day, sort key) in ZONE, worked out once per zone: a year's
         build asks ~80,000 times. Kept outside the fields: equality, hashing and repr ignore it."""
-        memo = self.__dict__.get("_days_memo")
-        if memo is not None and memo[0] is zone:
+        memo = self._memo()
+        if memo[0] is zone:
             return memo[1]
         first = self._first_day(zone)
         moment = self.start.astimezone(zone).time() if isinstance(self.start, datetime) else None
         key = (first or date.max, moment is not None, moment or datetime.min.time(), self.title.casefold(), self.path)
         days = (first, self._last_day(zone), key)
-        self.__dict__["_days_memo"] = (zone, days)  # a frozen dataclass: not through __setattr__
+        memo[0], memo[1] = zone, days
         return days
+
+    def _memo(self) -> list:
+        """[zone, days in it, hash]: what _days and __hash__ work out once. One list in one
+        extra key (a frozen dataclass: not through __setattr__); a second key would grow
+        every event's __dict__ to its next size (~1.4 KB each)."""
+        memo = self.__dict__.get("_memos")
+        if memo is None:
+            memo = self.__dict__["_memos"] = [None, None, None]
+        return memo
 
     def _first_day(self, zone: ZoneInfo) -> date | None:
         if self.start is None:
@@ -102,15 +111,15 @@ class Event:
 
     def __hash__(self) -> int:
         """The dataclass's hash (of every field), worked out once: events key caches and
-        sets, and an event has ~20 fields. Kept outside the fields, like _days_memo."""
-        cached = self.__dict__.get("_hash")
-        if cached is None:
-            cached = self.__dict__["_hash"] = hash(tuple(getattr(self, name) for name in _EVENT_FIELDS))
-        return cached
+        sets, and an event has ~20 fields. Kept outside the fields (see _memo)."""
+        memo = self._memo()
+        if memo[2] is None:
+            memo[2] = hash(tuple(getattr(self, name) for name in _EVENT_FIELDS))
+        return memo[2]
 
     def __getstate__(self) -> dict:
-        # Neither memo travels: a string's hash differs from process to process.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_days_memo", "_hash")}
+        # The memo does not travel: a string's hash differs from process to process.
+        return {k: v for k, v in self.__dict__.items() if k != "_memos"}
 
     def sort_key(self, zone: ZoneInfo) -> tuple:
         """Day, then time of day (all-day first), then title and path."""
