@@ -124,8 +124,7 @@ class BuildCache:
         self._stamps: dict[str, dict[str, Any]] | None = None
         self._stamps_dirty = False
         self._as_left: set[str] = set()
-        #: Shards of parsed entries: key -> (event, problems), or those pickled by a reader.
-        self._entries: list[dict[str, Any]] | None = None
+        self._entries: list[dict[str, tuple[Event | None, list[Problem]]]] | None = None
         self._entries_used: set[str] = set()
         self._entries_dirty: set[int] = set()
         self._files: dict[str, tuple[int, int, int, str, str]] = {}
@@ -155,7 +154,7 @@ class BuildCache:
     def _shard_path(self, index: int) -> Path:
         return self.folder / ENTRY_SHARDS / f"{index:x}.pickle"
 
-    def _load_entries(self) -> list[dict[str, Any]]:
+    def _load_entries(self) -> list[dict[str, tuple[Event | None, list[Problem]]]]:
         if self._entries is None:
             self._entries = []
             for index in range(SHARDS):
@@ -212,23 +211,18 @@ class BuildCache:
             self._entries_used.add(key)
             shard = stored[int(key[0], 16)]
             if key in shard:
-                value = shard[key]
-                if isinstance(value, bytes):  # as a reader pickled it (see save): unpickled once per process
-                    value = shard[key] = pickle.loads(value)
-                event, problems = value
+                event, problems = shard[key]
                 results.append((event, list(problems)))
             else:
                 results.append(None)
                 missing.append(index)
         self._files_changed = self._files != known
-        pickled: list[bytes | None] = []
-        parsed = read_entries([items[i] for i in missing], config, meanwhile, pickled)
-        for index, (event, problems), blob in zip(missing, parsed, pickled):
+        parsed = read_entries([items[i] for i in missing], config, meanwhile)
+        for index, (event, problems) in zip(missing, parsed):
             results[index] = (event, problems)
             if index in keys:
                 key = keys[index]
-                # Bytes from a reader are stored as they are: save() does not pickle them again.
-                stored[int(key[0], 16)][key] = blob if blob is not None else (event, list(problems))
+                stored[int(key[0], 16)][key] = (event, list(problems))
                 self._entries_dirty.add(int(key[0], 16))
         return [r for r in results if r is not None]
 

@@ -89,28 +89,20 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
 PARALLEL_MIN = 300  # below this many files, starting processes costs more than it saves
 
 
-def read_entries(items: list[tuple[Path, str]], config: Config, meanwhile: Callable[[], None] | None = None,
-                 pickled: list[bytes | None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
+def read_entries(items: list[tuple[Path, str]], config: Config,
+                 meanwhile: Callable[[], None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
     """read_entry for every (path, relative path), in order: in forked processes when
     there are many (YAML and Markdown parsing hold the GIL), else here.
 
     MEANWHILE, when given, runs here while forked processes read (a build compiles its
-    templates then); it is skipped when the entries are read here. PICKLED, when given,
-    gets each result as the process that read it pickled it (None when read here): the
-    build cache stores those bytes as they are."""
+    templates then); it is skipped when the entries are read here."""
     import multiprocessing
     import threading
-
-    def here() -> list[tuple[Event | None, list[Problem]]]:
-        if pickled is not None:
-            pickled.extend([None] * len(items))
-        return [read_entry(path, rel, config) for path, rel in items]
 
     cores = os.cpu_count() or 1
     if (len(items) < PARALLEL_MIN or cores < 2 or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
-        return here()
-    import pickle
+        return [read_entry(path, rel, config) for path, rel in items]
     from concurrent.futures import ProcessPoolExecutor
 
     from digest.parallel import frozen
@@ -128,28 +120,22 @@ def read_entries(items: list[tuple[Path, str]], config: Config, meanwhile: Calla
                 failed = exc
                 pool.shutdown(cancel_futures=True)
             else:
-                blobs = list(results)
+                read = list(results)
     except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
-        return here()
+        return [read_entry(path, rel, config) for path, rel in items]
     finally:
         _READ_CONFIG = None
     if failed is not None:
         raise failed
-    if pickled is not None:
-        pickled.extend(blobs)
-    return [pickle.loads(blob) for blob in blobs]
+    return read
 
 
 _READ_CONFIG: Config | None = None  # inherited by forked readers
 
 
-def _read_one(item: tuple[Path, str]) -> bytes:
-    """read_entry's result, pickled here (in a reader): the parent stores these bytes in
-    the build cache instead of pickling every entry again at the end of the build."""
-    import pickle
-
+def _read_one(item: tuple[Path, str]) -> tuple[Event | None, list[Problem]]:
     assert _READ_CONFIG is not None
-    return pickle.dumps(read_entry(item[0], item[1], _READ_CONFIG), pickle.HIGHEST_PROTOCOL)
+    return read_entry(item[0], item[1], _READ_CONFIG)
 
 
 def load_events(root: Path, config: Config, read: Any = None, read_all: Any = None,

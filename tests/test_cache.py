@@ -478,29 +478,6 @@ def test_workers_fork_from_a_frozen_heap_and_the_parent_unfreezes(tmp_path: Path
     assert gc.get_freeze_count() == before
 
 
-def test_entries_parsed_by_readers_are_cached_as_they_pickled_them(tmp_path: Path, monkeypatch) -> None:
-    """With many entries the readers pickle each result; the cache stores those bytes as
-    they are (the parent does not pickle them again) and a later build reads them back."""
-    from digest import entries
-
-    monkeypatch.setattr(entries, "PARALLEL_MIN", 4)
-    root = tmp_path / "nl"
-    make_newsletter(root, weeks=3, per_week=4, seed=5)
-    out = tmp_path / "out"
-    p, _ = build(root, out, all_weeks=True, today=TODAY, jobs=2)
-    stored = [pickle.loads(path.read_bytes()) for path in (out / ".cache" / "entries").glob("*.pickle")]
-    values = [value for shard in stored for value in shard.values()]
-    assert len(values) == len(p.events) and all(isinstance(value, bytes) for value in values)
-    assert sorted(pickle.loads(value)[0].path for value in values) == sorted(e.path for e in p.events)
-    cache_mod._LOADED.clear()  # as a new process finds it
-    parsed: list[str] = []
-    real = entries.read_entry
-    monkeypatch.setattr(entries, "read_entry", lambda path, rel, config: parsed.append(rel) or real(path, rel, config))
-    again, _ = build(root, out, all_weeks=True, today=TODAY, jobs=2)
-    assert parsed == [] and again.events == p.events
-    assert snapshot(out) == fresh(root, tmp_path)
-
-
 def test_an_error_of_the_work_done_meanwhile_is_raised_not_taken_for_a_reader_failure(tmp_path: Path,
                                                                                        monkeypatch) -> None:
     """Only a reader that cannot fork or dies makes the entries be read here; an error of
