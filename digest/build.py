@@ -366,7 +366,7 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             links_for(p.config, week, profile or p.config.profile)  # a profile without its links fails here, first
     except BaseException:
         if cache:
-            cache._held = None  # nothing compiled is written: the build did not start
+            cache.discard_bytecode()  # nothing compiled is written: the build did not start
         raise
     fresh_cache = cache is not None and not cache.folder.exists()
     with locked(out):

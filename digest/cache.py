@@ -294,6 +294,10 @@ class BuildCache:
         if self._held is None:
             self._held = []
 
+    def discard_bytecode(self) -> None:
+        """Forget the compiled templates held since hold_bytecode(): the build did not start."""
+        self._held = None
+
     def release_bytecode(self) -> None:
         """Write the compiled templates held since hold_bytecode(), and any from now on."""
         held, self._held = self._held or [], None
