@@ -413,6 +413,12 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
                                renderer=renderer, templates=templates)
             # The web archive, rendered before anything is swapped in.
             archive = prepare_archive(out, p, built, cache, page=page)
+            if cache and templates_fingerprint(renderer.dirs + web_template_dirs(root)) != templates:
+                # A template changed while this build ran: what was rendered may not be what
+                # the cache keys name (an edit put back later would then find it). Keep none of it.
+                cache.forget_editions()
+                raise BuildError("the templates changed while the build ran; nothing was written. "
+                                 "Run the build again.")
             written = {target.name for target in staging.commit()}
         except BaseException:
             staging.abort()

@@ -356,6 +356,11 @@ class BuildCache:
         self._editions_used.add(key)
         self._write(self.folder / "editions" / f"{key}.bin", data)
 
+    def forget_editions(self) -> None:
+        """Drop every rendered edition and blob (a build that cannot vouch for what it
+        rendered); they are made again when next needed."""
+        shutil.rmtree(self.folder / "editions", ignore_errors=True)
+
     # -- saving -------------------------------------------------------------------------
 
     def save(self, *, prune_editions: bool = False) -> None:

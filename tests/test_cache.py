@@ -502,32 +502,44 @@ def test_an_error_of_the_work_done_meanwhile_is_raised_not_taken_for_a_reader_fa
     assert read_here == []  # not read again here, serially
 
 
-def test_a_template_edited_while_the_build_waits_for_the_lock_is_never_served_stale(tmp_path: Path,
-                                                                                     monkeypatch) -> None:
-    """Templates compile while the entries are parsed, before the lock is held; the cache
-    key names the templates as they were then. An edit made while the build waits for the
-    lock is rendered by the next build, never hidden behind a key that names it."""
+def test_a_template_edited_while_the_build_runs_is_never_served_stale(tmp_path: Path, monkeypatch) -> None:
+    """Templates compile while the entries are parsed, before the lock is held. A template
+    edited while a build runs (here: while it waits for the lock) fails that build with
+    nothing written and nothing cached, so neither keeping the edit nor putting the old
+    template back (a git checkout) can meet output rendered from the other."""
     import contextlib
 
     from digest import entries
+    from digest.errors import BuildError
 
     monkeypatch.setattr(entries, "PARALLEL_MIN", 4)  # entries read in parallel: templates compile meanwhile
     root = tmp_path / "nl"
     make_newsletter(root, weeks=3, per_week=4, seed=5)
     shutil.copytree(REPO / "templates", root / "templates")
     template = root / "templates" / "email" / "digest.txt"
+    original = template.read_text(encoding="utf-8")
     real_locked = digest.build.locked
 
     @contextlib.contextmanager
     def edit_then_lock(out, *args, **kwargs):
-        template.write_text(template.read_text(encoding="utf-8") + "EDITED WHILE WAITING\n", encoding="utf-8")
+        template.write_text(original + "EDITED WHILE WAITING\n", encoding="utf-8")
         with real_locked(out, *args, **kwargs):
             yield
 
     out = tmp_path / "out"
-    monkeypatch.setattr(digest.build, "locked", edit_then_lock)
-    _, built = build(root, out, all_weeks=True, today=TODAY, jobs=2)
-    monkeypatch.setattr(digest.build, "locked", real_locked)
+    build(root, out, all_weeks=True, today=TODAY, jobs=2)
+    before = snapshot(out)
+    for keep_edit in (False, True):
+        monkeypatch.setattr(digest.build, "locked", edit_then_lock)
+        with pytest.raises(BuildError, match="the templates changed while the build ran"):
+            build(root, out, all_weeks=True, today=TODAY, jobs=2)
+        monkeypatch.setattr(digest.build, "locked", real_locked)
+        assert snapshot(out) == before  # nothing written
+        assert not list((out / ".cache" / "editions").glob("*"))  # nothing rendered kept
+        if not keep_edit:
+            template.write_text(original, encoding="utf-8")  # put back: the output is the original's
+            build(root, out, all_weeks=True, today=TODAY, jobs=2)
+            assert snapshot(out) == before
     _, again = build(root, out, all_weeks=True, today=TODAY, jobs=2)
     assert all(b"EDITED WHILE WAITING" in (out / item.week / "digest.txt").read_bytes() for item in again)
     assert snapshot(out) == fresh(root, tmp_path)
