@@ -202,6 +202,8 @@ def _check(values: dict[str, Any], path: str, problems: list[Problem]) -> None:
             if issue:
                 bad(key, f"{values[key][:80]!r} {issue}", "write it as Name <someone@example.org>")
                 values.pop(key)
+            else:
+                values[key] = canonical_address(values[key])
 
 
 @lru_cache(maxsize=64)
@@ -217,6 +219,18 @@ def _addr_spec(value: str) -> str:
     return value.rsplit("<", 1)[-1].rstrip(">").strip()
 
 
+def canonical_address(value: str) -> str:
+    """VALUE (an address address_problem accepts) as it is written: unchanged, unless its
+    name holds a period, which RFC 5322 lets readers accept but not writers produce
+    ("Dr. J. Doe <…>" becomes '"Dr. J. Doe" <…>')."""
+    from email import policy
+
+    header = policy.SMTP.header_factory("To", value)
+    if any(str(defect) == "period in 'phrase'" for defect in header.defects) and len(header.addresses) == 1:
+        return str(header.addresses[0])
+    return value
+
+
 def address_problem(value: str, *, group: bool = False) -> str | None:
     """Why VALUE cannot be a From/To/Reply-To header of one mailbox (None when it can),
     as the email package parses it: the .eml's headers are made by it. GROUP also
@@ -229,9 +243,14 @@ def address_problem(value: str, *, group: bool = False) -> str | None:
         empty_group = group and len(header.groups) == 1 and header.groups[0].display_name and not addresses
     except Exception:  # the email package trips over some shapes (". <a@b>")
         return "is not an address the email package can read"
-    # "Dr. J. Doe <…>": a period in a name is obsolete syntax the package reads (and quotes) well.
-    defects = [d for d in header.defects if not isinstance(d, errors.ObsoleteHeaderDefect)]
-    if defects or not (len(addresses) == 1 or empty_group):
+    # "Dr. J. Doe <…>": a period in an unquoted name is obsolete syntax, read well, and
+    # written quoted (see canonical_address). Other obsolete forms (routes, spaced
+    # addresses, empty list elements) are refused.
+    defects = [d for d in header.defects if not (isinstance(d, errors.ObsoleteHeaderDefect)
+                                                 and str(d) == "period in 'phrase'")]
+    if defects:
+        return f"is not one plain address ({defects[0]})"
+    if not (len(addresses) == 1 or empty_group):
         return "is not one address"
     for address in addresses:
         if not address.username or not address.domain:

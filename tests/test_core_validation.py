@@ -141,7 +141,7 @@ def test_sender_to_and_reply_to_must_be_addresses_the_eml_can_carry(newsletter):
     result = run_cli("build", "--root", str(n.root), "--all", "--out", str(n.root / "dist"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "field 'sender': '. <digest@example.org>' is not an address the email package can read" in result.stderr
-    assert "field 'to': 'everyone' is not one address" in result.stderr
+    assert "field 'to': 'everyone' is not one plain address" in result.stderr
     assert "field 'reply_to'" in result.stderr and "non-ASCII" in result.stderr
     assert "Name <someone@example.org>" in result.stderr
     assert not (n.root / "dist").exists()
@@ -175,6 +175,14 @@ def test_names_with_periods_are_addresses_and_every_line_break_is_refused(newsle
     n.config('sender = "Dr. J. Doe <events@example.org>"\nreply_to = "x@example.org (Events desk)"\n')
     config = load_config(n.root)
     assert config.sender_address == "events@example.org"
+    assert config.sender == '"Dr. J. Doe" <events@example.org>'  # written as RFC 5322 lets writers write it
+    for value, why in (("Events <events@example.org>,,", "empty element in address-list"),
+                       ("<@relay.example:editors@example.org>", "obsolete route specification"),
+                       ("john . doe@example.org", "local-part is not a dot-atom")):
+        n.config(f'sender = "{value}"\n')
+        with pytest.raises(InputError) as caught:
+            load_config(n.root)
+        assert f"is not one plain address ({why}" in str(caught.value.problems[0])
     n.config('name = "A\\u2028B"\ntagline = "end\\n"\n')
     result = run_cli("build", "--root", str(n.root), "--all", "--out", str(n.root / "dist"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
