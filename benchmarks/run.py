@@ -385,7 +385,8 @@ def markdown(results: dict, previous: dict | None) -> str:
         "# Benchmark results",
         "",
         f"`python benchmarks/run.py{' --quick' if results['quick'] else ''}` on {m['date']}: {m['cpu']}, "
-        f"{m['cores']} cores, Python {m['python']}, {m['platform']}. Medians of {results['repeat']} runs (editions of up to 100 events: at least 25); "
+        f"{m['cores']} cores, Python {m['python']}, {m['platform']}. Medians of {results['repeat']} runs"
+        f"{'' if results['quick'] else ' (an edition of up to 100 events: at least 25; of 1,000 events, and the archive: at most 3)'}; "
         "synthetic newsletters from benchmarks/synth.py (seeded).",
         "",
         f"Work folder: `{m.get('work', '?')}`. Creating one small file there costs {m.get('file_create_ms', '?')} ms "
