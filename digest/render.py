@@ -120,6 +120,9 @@ class UnreadableTemplate(jinja2.TemplateError):
         super().__init__(problem.message)
         self.problem = problem
 
+    def __reduce__(self) -> tuple:  # pickled whole (from a worker), not from its message
+        return (type(self), (self.problem,))
+
 
 class TemplateLoader(jinja2.FileSystemLoader):
     """Jinja's FileSystemLoader, naming the file it could not read as SHOWN/<template>,
