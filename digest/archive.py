@@ -150,7 +150,7 @@ class WebRenderer:
         for name in ("edition.html", "nav.html"):
             try:
                 self.env.get_template(name)
-            except (jinja2.TemplateError, OSError, UnicodeDecodeError):
+            except jinja2.TemplateError:  # unreadable ones too (TemplateLoader)
                 pass
 
     def render(self, name: str, context: dict[str, Any]) -> str:

@@ -206,16 +206,27 @@ def _check(values: dict[str, Any], path: str, problems: list[Problem]) -> None:
                 values[key] = canonical_address(values[key])
 
 
+_PERIOD_IN_NAME = "period in 'phrase'"  # "Dr. J. Doe <…>": obsolete syntax, read well
+
+
 @lru_cache(maxsize=64)
-def _addr_spec(value: str) -> str:
+def _parsed_address(value: str) -> Any:
+    """VALUE as the email package parses a To header (None where it trips over it, as
+    on ". <a@b>"): the .eml's headers are made by it, so it is the judge."""
     from email import policy
 
     try:
-        addresses = policy.SMTP.header_factory("From", value).addresses
-    except Exception:  # the email package trips over some shapes; load_config refuses them
-        addresses = ()
-    if addresses and addresses[0].addr_spec:
-        return addresses[0].addr_spec
+        header = policy.SMTP.header_factory("To", value)
+        _ = header.addresses  # parsed lazily: this is where it trips
+    except Exception:
+        return None
+    return header
+
+
+def _addr_spec(value: str) -> str:
+    header = _parsed_address(value)
+    if header is not None and header.addresses and header.addresses[0].addr_spec:
+        return header.addresses[0].addr_spec
     return value.rsplit("<", 1)[-1].rstrip(">").strip()
 
 
@@ -223,31 +234,24 @@ def canonical_address(value: str) -> str:
     """VALUE (an address address_problem accepts) as it is written: unchanged, unless its
     name holds a period, which RFC 5322 lets readers accept but not writers produce
     ("Dr. J. Doe <…>" becomes '"Dr. J. Doe" <…>')."""
-    from email import policy
-
-    header = policy.SMTP.header_factory("To", value)
-    if any(str(defect) == "period in 'phrase'" for defect in header.defects) and len(header.addresses) == 1:
+    header = _parsed_address(value)
+    if header is not None and len(header.addresses) == 1 and any(
+            str(defect) == _PERIOD_IN_NAME for defect in header.defects):
         return str(header.addresses[0])
     return value
 
 
 def address_problem(value: str, *, group: bool = False) -> str | None:
-    """Why VALUE cannot be a From/To/Reply-To header of one mailbox (None when it can),
-    as the email package parses it: the .eml's headers are made by it. GROUP also
-    allows an empty group ("Undisclosed recipients:;")."""
-    from email import errors, policy
-
-    try:
-        header = policy.SMTP.header_factory("To", value)
-        addresses = header.addresses
-        empty_group = group and len(header.groups) == 1 and header.groups[0].display_name and not addresses
-    except Exception:  # the email package trips over some shapes (". <a@b>")
+    """Why VALUE cannot be a From/To/Reply-To header of one mailbox (None when it can).
+    GROUP also allows an empty group ("Undisclosed recipients:;"). Of the obsolete forms
+    only a period in a name passes (written quoted: see canonical_address); routes,
+    spaced addresses and empty list elements are refused."""
+    header = _parsed_address(value)
+    if header is None:
         return "is not an address the email package can read"
-    # "Dr. J. Doe <…>": a period in an unquoted name is obsolete syntax, read well, and
-    # written quoted (see canonical_address). Other obsolete forms (routes, spaced
-    # addresses, empty list elements) are refused.
-    defects = [d for d in header.defects if not (isinstance(d, errors.ObsoleteHeaderDefect)
-                                                 and str(d) == "period in 'phrase'")]
+    addresses = header.addresses
+    empty_group = group and len(header.groups) == 1 and header.groups[0].display_name and not addresses
+    defects = [d for d in header.defects if str(d) != _PERIOD_IN_NAME]
     if defects:
         return f"is not one plain address ({defects[0]})"
     if not (len(addresses) == 1 or empty_group):

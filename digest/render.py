@@ -188,7 +188,7 @@ class Renderer:
         try:
             template = self._templates.get(name) or self._templates.setdefault(name, self.env.get_template(name))
             return template.render(context)
-        except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError, OSError) as exc:
+        except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
             problem = _template_problem(exc, exc.__traceback__, self.dirs)
             raise BuildError("the email templates could not be rendered; nothing was written.", [problem]) from None
 
@@ -197,7 +197,7 @@ class Renderer:
         for name in ("digest.mjml", "digest.txt", "content.css"):
             try:
                 self._templates.setdefault(name, self.env.get_template(name))
-            except (jinja2.TemplateError, OSError, UnicodeDecodeError):
+            except jinja2.TemplateError:  # unreadable ones too (TemplateLoader)
                 pass  # rendering reports it, with the file and line
         import importlib
 
