@@ -68,18 +68,24 @@ def compile_package() -> bool:
 
 def file_create_ms(folder: Path, count: int = 300) -> float:
     """Median ms to create one small file in a fresh folder under FOLDER: the disk's own
-    cost, which every written output file pays (0.02 ms on a quiet local disk)."""
+    cost, which every written output file pays (0.02 ms on a quiet local disk). The
+    files stay until the benchmark ends (see AFTER_DELETING)."""
     work = Path(tempfile.mkdtemp(prefix="digest-fs-", dir=folder))
     samples = []
-    try:
-        for i in range(count):
-            start = time.perf_counter()
-            with open(work / f"f{i}.ics", "wb") as handle:
-                handle.write(b"x" * 2000)
-            samples.append(time.perf_counter() - start)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for i in range(count):
+        start = time.perf_counter()
+        with open(work / f"f{i}.ics", "wb") as handle:
+            handle.write(b"x" * 2000)
+        samples.append(time.perf_counter() - start)
     return round(statistics.median(samples) * 1000, 3)
+
+
+# Nothing the benchmark writes is deleted before it ends. On ext4 without a journal (this
+# machine's), allocating an inode skips every inode of its group freed in the last minute
+# (six, while the inode table is not yet written back): recently_deleted() in
+# fs/ext4/ialloc.c, checked one by one. Creating files after deleting many costs up to ten
+# times as much, so one run's clean-up would slow the next run's writes. That cost is
+# measured once, on its own, at the end (after_deleting).
 
 
 def median_ms(samples: list[float]) -> float:
@@ -123,7 +129,7 @@ def edition_stages(root: Path, week: str, repeat: int) -> dict:
     from digest import present
     from digest.ical import _vevent_ical
 
-    try:
+    if True:  # each run writes into a folder of its own, kept until the benchmark ends
         for _ in range(repeat):
             # Each run renders the edition as a build meets it: its events' VEVENTs not yet
             # made (an edition is rendered once per build; only template, style and time
@@ -179,9 +185,6 @@ def edition_stages(root: Path, week: str, repeat: int) -> dict:
             t0 = time.perf_counter()
             write_tree(fresh, week, changed)
             stages["replace"].append(time.perf_counter() - t0)
-            shutil.rmtree(fresh, ignore_errors=True)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
     result = {name: median_ms(values) for name, values in stages.items()}
     result["render_edition_total"] = median_ms(totals)
     result["events"] = len(built.edition.events)
@@ -257,16 +260,13 @@ def process_floor(root: Path, week: str, repeat: int) -> dict:
     and cold (no output folder: every template compiled, every entry parsed)."""
     floor = [run_process([sys.executable, "-c", "import jinja2, mjml, premailer"])[0] for _ in range(repeat)]
     out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
-    command = digest_cmd("build", "--root", str(root), "--week", week, "--today", TODAY, "--out", str(out / "dist"))
-    try:
-        run_process(command)
-        warm = [run_process(command)[0] for _ in range(repeat)]
-        cold = []
-        for _ in range(repeat):
-            shutil.rmtree(out / "dist", ignore_errors=True)
-            cold.append(run_process(command)[0])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+
+    def command(dist: str) -> list[str]:
+        return digest_cmd("build", "--root", str(root), "--week", week, "--today", TODAY, "--out", str(out / dist))
+
+    run_process(command("dist"))
+    warm = [run_process(command("dist"))[0] for _ in range(repeat)]
+    cold = [run_process(command(f"cold-{i}"))[0] for i in range(repeat)]  # each into a new folder
     result = {"import_floor_ms": median_ms(floor), "build_week_ms": median_ms(warm),
               "build_week_cold_ms": median_ms(cold)}
     result["ratio"] = round(result["build_week_ms"] / result["import_floor_ms"], 2)
@@ -279,47 +279,63 @@ def archive(root: Path, repeat: int) -> dict:
     as a process, and build() inside a process (its own time and the peak memory)."""
     out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     cold, warm, cold_build, warm_build, editions, peak = [], [], [], [], 0, 0.0
-    code = CHILD_BUILD.format(root=str(root), out=str(out / "dist"), today=TODAY)
-    command = digest_cmd("build", "--root", str(root), "--all", "--today", TODAY, "--out", str(out / "dist"))
     user, system = [], []
-    try:
-        for _ in range(repeat):
-            shutil.rmtree(out / "dist", ignore_errors=True)
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cold.append(run_process(command)[0])
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and its workers
-            user.append(after.ru_utime - before.ru_utime)
-            system.append(after.ru_stime - before.ru_stime)
-            warm.append(run_process(command)[0])
-            shutil.rmtree(out / "dist", ignore_errors=True)
-            info = child(code)
-            cold_build.append(info["build_s"])
-            editions, peak = info["editions"], max(peak, info["peak_mb"])
-            warm_build.append(child(code)["build_s"])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    for i in range(repeat):  # each cold build into a new folder
+        command = archive_cmd(root, out / f"process-{i}")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cold.append(run_process(command)[0])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and its workers
+        user.append(after.ru_utime - before.ru_utime)
+        system.append(after.ru_stime - before.ru_stime)
+        warm.append(run_process(command)[0])
+        code = CHILD_BUILD.format(root=str(root), out=str(out / f"in-process-{i}"), today=TODAY)
+        info = child(code)
+        cold_build.append(info["build_s"])
+        editions, peak = info["editions"], max(peak, info["peak_mb"])
+        warm_build.append(child(code)["build_s"])
     return {"editions": editions, "cold_process_ms": median_ms(cold), "cold_build_ms": median_ms(cold_build),
             "cold_user_ms": median_ms(user), "cold_system_ms": median_ms(system),
             "warm_process_ms": median_ms(warm), "warm_build_ms": median_ms(warm_build), "peak_mb": round(peak, 1)}
+
+
+def archive_cmd(root: Path, out: Path) -> list[str]:
+    return digest_cmd("build", "--root", str(root), "--all", "--today", TODAY, "--out", str(out))
+
+
+def after_deleting(root: Path, repeat: int) -> dict:
+    """What deleting many files costs the writes that follow, on this file system: a small
+    file created just after 1,500 were deleted beside it, and `rm -rf dist && digest build
+    --all` (cold, right after deleting the previous output). Runs last: it deletes."""
+    out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    doomed = out / "doomed"
+    doomed.mkdir()
+    for i in range(1500):
+        (doomed / f"f{i}.ics").write_bytes(b"x" * 2000)
+    shutil.rmtree(doomed)
+    time.sleep(1.5)  # the kernel counts inodes freed before the current second
+    probe = file_create_ms(out)
+    cold = []
+    for _ in range(repeat):
+        run_process(archive_cmd(root, out / "dist"))
+        shutil.rmtree(out / "dist")
+        cold.append(run_process(archive_cmd(root, out / "dist"))[0])
+        shutil.rmtree(out / "dist")
+    return {"file_create_ms": probe, "cold_process_ms": median_ms(cold)}
 
 
 def incremental(root: Path, repeat: int) -> dict:
     """One entry changes; build --all again in a warm process (the preview server's case)
     and as a fresh process (digest build --all after an edit)."""
     work = Path(tempfile.mkdtemp(prefix="digest-bench-"))
-    try:
-        shutil.copytree(root, work / "nl")
-        count = len(list((work / "nl" / "entries").rglob("*.md")))
-        info = child(CHILD_INCREMENTAL.format(root=str(work / "nl"), out=str(work / "dist"), today=TODAY,
-                                              index=count // 2, repeat=repeat))
-        entry = sorted((work / "nl" / "entries").rglob("*.md"))[count // 3]
-        procs = []
-        for i in range(repeat):
-            entry.write_text(entry.read_text(encoding="utf-8") + f"\nProcess edit {i}.\n", encoding="utf-8")
-            procs.append(run_process(digest_cmd("build", "--root", str(work / "nl"), "--all", "--today", TODAY,
-                                                "--out", str(work / "dist")))[0])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(root, work / "nl")
+    count = len(list((work / "nl" / "entries").rglob("*.md")))
+    info = child(CHILD_INCREMENTAL.format(root=str(work / "nl"), out=str(work / "dist"), today=TODAY,
+                                          index=count // 2, repeat=repeat))
+    entry = sorted((work / "nl" / "entries").rglob("*.md"))[count // 3]
+    procs = []
+    for i in range(repeat):
+        entry.write_text(entry.read_text(encoding="utf-8") + f"\nProcess edit {i}.\n", encoding="utf-8")
+        procs.append(run_process(archive_cmd(work / "nl", work / "dist"))[0])
     return {"in_process_ms": median_ms(info["samples"]), "process_ms": median_ms(procs),
             "editions": info["editions"]}
 
@@ -337,7 +353,6 @@ def scale(sizes: list[int], per_week: int, tmp: Path) -> dict:
                           "build_ms": round(info["build_s"] * 1000, 1), "process_ms": round(wall * 1000, 1),
                           "ms_per_entry": round(info["build_s"] * 1000 / max(1, info["entries"]), 3),
                           "peak_mb": round(info["peak_mb"], 1)}
-        shutil.rmtree(tmp / f"scale-{n}-dist", ignore_errors=True)
     return result
 
 
@@ -392,7 +407,9 @@ def markdown(results: dict, previous: dict | None) -> str:
         f"Work folder: `{m.get('work', '?')}`. Creating one small file there costs {m.get('file_create_ms', '?')} ms "
         "(median; "
         "a quiet local disk: about 0.02 ms). A 20-event edition writes 26 files, a 52-week archive about "
-        "1,500. The package's bytecode is compiled first, as a regular install does.",
+        "1,500. The package's bytecode is compiled first, as a regular install does. Every run writes into "
+        "a new folder, and nothing is deleted until the end: on some file systems, deleting many files "
+        "makes the next files created cost more (measured last, under \"After deleting\").",
         "",
         "## Targets (issue 7)",
         "",
@@ -433,13 +450,29 @@ def markdown(results: dict, previous: dict | None) -> str:
     if "archive" in results:
         a = results["archive"]
         lines += ["", f"## Archive: --all, {a['editions']} editions", "",
-                  f"- cold (no output folder, no cache): {a['cold_process_ms']:,} ms as a "
+                  f"- cold (a new output folder, no cache): {a['cold_process_ms']:,} ms as a "
                   f"`digest build --all` process ({a['cold_build_ms']:,} ms inside build(), in a process of its own); "
                   f"CPU over both cores: {a.get('cold_user_ms', 0):,} ms user, {a.get('cold_system_ms', 0):,} ms "
                   "system (the kernel's share: creating ~1,600 files and writing them)",
                   f"- warm (nothing changed): {a['warm_process_ms']:,} ms as a process "
                   f"({a['warm_build_ms']:,} ms inside build())",
                   f"- peak memory: {a['peak_mb']} MB"]
+    if "incremental" in results:
+        i = results["incremental"]
+    if "after_deleting" in results and "archive" in results:
+        d = results["after_deleting"]
+        lines += ["", "## After deleting", "",
+                  f"- creating one small file just after 1,500 were deleted beside it: {d['file_create_ms']} ms "
+                  f"(in a quiet folder: {m.get('file_create_ms', '?')} ms)",
+                  f"- `rm -rf dist && digest build --all` (the cold archive, right after deleting the previous "
+                  f"output): {d['cold_process_ms']:,} ms (into a new folder: {results['archive']['cold_process_ms']:,} "
+                  "ms)",
+                  "", "On ext4 without a journal, allocating an inode skips, one by one, every inode of its "
+                  "group freed in the last minute (six while the inode table is not yet written back; "
+                  "recently_deleted() in fs/ext4/ialloc.c): each new file pays for the files deleted before "
+                  "it. ext4 with a journal, and tmpfs, do not. This is why the benchmark deletes nothing "
+                  "until it ends, and why runs shortly after deleting many files (a test suite, a previous "
+                  "benchmark) write slower."]
     if "incremental" in results:
         i = results["incremental"]
         lines += ["", "## Incremental: one entry changed, then --all", "",
@@ -473,9 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     compile_package()
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
-        tempfile.tempdir = str(args.work.resolve())  # every folder the benchmark makes goes there
-    tmp = Path(tempfile.mkdtemp(prefix="digest-bench-"))
-    results["machine"]["work"] = tempfile.gettempdir()
+    tmp = Path(tempfile.mkdtemp(prefix="digest-bench-", dir=args.work))
+    results["machine"]["work"] = str(tmp.parent.resolve())
+    tempfile.tempdir = str(tmp)  # every folder the benchmark makes goes there, removed at the end
     results["machine"]["file_create_ms"] = file_create_ms(tmp)
     try:
         def newsletter(name: str, **kwargs) -> Path:
@@ -512,6 +545,10 @@ def main(argv: list[str] | None = None) -> int:
         if "scale" not in args.skip:
             say("scale …")
             results["scale"] = scale([20, 50] if args.quick else [1000, 10000], 20, tmp)
+        if "archive" not in args.skip:
+            say("after deleting files …")
+            results["after_deleting"] = after_deleting(newsletter("archive", weeks=weeks, per_week=per),
+                                                       max(1, min(repeat, 3)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["summary"] = summary(results)
