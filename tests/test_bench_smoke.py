@@ -17,7 +17,8 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert set(results) >= {"machine", "editions", "process", "archive", "incremental", "scale", "summary"}
+    assert set(results) >= {"machine", "editions", "process", "archive", "incremental", "scale", "after_deleting",
+                            "summary"}
     assert results["machine"]["work"] == str((tmp_path / "work").resolve())
     assert results["machine"]["file_create_ms"] > 0
     assert list((tmp_path / "work").iterdir()) == []  # everything the benchmark made there is gone
@@ -30,7 +31,8 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
     assert results["archive"]["editions"] >= 3
     assert {row["unit"] for row in results["summary"].values()} <= {"ms", "KB", "bytes", "x", "s", "MB"}
     report = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
-    assert "| stage |" in report and "## Targets" in report
+    assert "| stage |" in report and "## Targets" in report and "## After deleting" in report
+    assert results["after_deleting"]["file_create_ms"] > 0 and results["after_deleting"]["cold_process_ms"] > 0
     # A second run compares with the first.
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path),
                             "--skip", "process", "--skip", "archive", "--skip", "incremental", "--skip", "scale"],
