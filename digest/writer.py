@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import IO, Iterator, Mapping
 
 from digest.errors import BuildError
 
@@ -217,24 +217,53 @@ def write_file(path: Path, data: bytes) -> None:
 
 @contextmanager
 def locked(out: Path, wait: float = 30.0) -> Iterator[None]:
-    """Hold OUT's build lock; another build waits up to WAIT seconds, then gives up clearly."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / LOCK_NAME, "a+b")
-    except OSError as exc:
-        raise BuildError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    """Hold OUT's build lock; another build waits up to WAIT seconds, then gives up clearly.
+
+    A build that made OUT and then fails takes OUT away again (lock file included) when
+    nothing else is in it. A build that waited meanwhile finds its lock file gone, and
+    locks the one that is there (made afresh) instead."""
+    made = not out.exists()
     deadline = time.monotonic() + wait
-    try:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    while True:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            handle = open(out / LOCK_NAME, "a+b")
+        except OSError as exc:
+            raise BuildError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise BuildError(f"another digest build is writing to {out} (lock {out / LOCK_NAME} held "
+                                         f"for {wait:.0f} s); try again when it has finished") from None
+                    time.sleep(0.05)
+            if _still_there(handle, out / LOCK_NAME):
                 break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise BuildError(f"another digest build is writing to {out} (lock {out / LOCK_NAME} held "
-                                     f"for {wait:.0f} s); try again when it has finished") from None
-                time.sleep(0.05)
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()  # removed while this build waited: lock the lock file that is there now
+    done = False
+    try:
         recover(out)
         yield
+        done = True
     finally:
+        if made and not done:
+            try:  # unlinked while still held; then the folder, only if it is empty
+                (out / LOCK_NAME).unlink()
+                out.rmdir()
+            except OSError:
+                pass
         handle.close()
+
+
+def _still_there(handle: IO[bytes], path: Path) -> bool:
+    """Whether PATH is still the file HANDLE has open."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False

@@ -206,6 +206,54 @@ def test_a_lock_held_too_long_gives_a_clear_message(tmp_path: Path) -> None:
     assert "try again when it has finished" in info.value.message
 
 
+def test_a_build_that_waited_on_a_failed_first_build_locks_the_new_lock_file(tmp_path: Path) -> None:
+    """The first build made OUT and fails: it removes its lock file and OUT. A build that
+    was waiting for that lock gets it on a file no longer there; it must lock the lock file
+    that is there now, or a third build could run beside it."""
+    out = tmp_path / "dist"
+    waiting, holding, release = threading.Event(), threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def second() -> None:
+        waiting.set()
+        try:
+            with locked(out, wait=10):
+                with open(out / LOCK_NAME, "a+b") as third:  # a third build, on the file at the path
+                    try:
+                        fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        seen.append("third build got the lock")
+                    except BlockingIOError:
+                        seen.append("held")
+                holding.set()
+                release.wait(10)
+        except BaseException as exc:  # pragma: no cover - reported below
+            seen.append(exc)
+
+    with pytest.raises(RuntimeError):
+        with locked(out):
+            thread = threading.Thread(target=second)
+            thread.start()
+            waiting.wait(10)
+            time.sleep(0.3)  # the second build is waiting for the lock now
+            assert not holding.is_set()
+            raise RuntimeError("the first build fails")
+    assert holding.wait(10), seen
+    assert seen == ["held"]
+    assert (out / LOCK_NAME).is_file()
+    release.set()
+    thread.join(10)
+    assert (out / LOCK_NAME).is_file()  # the second build did not fail: its folder stays
+
+
+def test_a_failed_build_leaves_an_output_folder_it_did_not_make(tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    out.mkdir()
+    with pytest.raises(RuntimeError):
+        with locked(out):
+            raise RuntimeError("fails")
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
 def _previous_then_again(root: Path, out: Path, cmd_kwargs: dict) -> subprocess.CompletedProcess:
     first = run(command(root, out))
     assert first.returncode == 0, first.stderr
