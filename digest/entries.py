@@ -55,7 +55,8 @@ def _loaders() -> tuple[type, type]:
 
 
 def discover(root: Path) -> list[Path]:
-    """Entry files under ROOT/entries, in a stable order (by relative path, bytewise)."""
+    """Entry files under ROOT/entries, in a stable order (by relative path, bytewise);
+    hidden files and folders (names starting with a dot) are left out."""
     return [path for path, _ in _discover(root)]
 
 
@@ -65,8 +66,10 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
     if not folder.is_dir():
         return []
     found: list[tuple[Path, str]] = []
-    # What folder.rglob("*.md") finds (it enters every folder but symlinked ones), with
-    # scandir's entries: no stat per file unless it is a symlink (rglob cost ~15 ms a 1,000).
+    # The *.md files folder.rglob would find, but for hidden names: folders and files whose
+    # name starts with a dot (.git, an editor's .trash of deleted notes, .#lock files) are
+    # not entries. Symlinked folders are not entered. scandir's entries need no stat per
+    # file unless it is a symlink (rglob cost ~15 ms a 1,000).
     pending = [(str(folder), ENTRIES_DIR + "/")]
     while pending:
         where, rel = pending.pop()
@@ -78,7 +81,8 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    pending.append((entry.path, rel + entry.name + "/"))
+                    if not entry.name.startswith("."):
+                        pending.append((entry.path, rel + entry.name + "/"))
                 elif entry.name.endswith(".md") and not entry.name.startswith(".") and entry.is_file():
                     found.append((Path(entry.path), rel + entry.name))
             except OSError:

@@ -290,8 +290,8 @@ def test_fast_paths_say_what_the_character_by_character_checks_say(value: str) -
 
 def test_discover_finds_what_rglob_finds(tmp_path: Path) -> None:
     """Entry discovery walks with scandir; it finds exactly what entries/**/*.md with
-    pathlib's rglob finds (no dotfiles, no folders, symlinked files yes, symlinked
-    folders not entered), in the same order."""
+    pathlib's rglob finds, hidden names aside (no dotfiles, nothing in dot-folders, no
+    folders, symlinked files yes, symlinked folders not entered), in the same order."""
     import os
 
     from digest.entries import ENTRIES_DIR, _discover
@@ -299,7 +299,7 @@ def test_discover_finds_what_rglob_finds(tmp_path: Path) -> None:
     root = tmp_path / "nl"
     entries = root / "entries"
     for rel in ("a.md", "b.MD", ".hidden.md", "notes.txt", "2020/x.md", "2020/deep/y.md", ".git/z.md",
-                "dir.md/inner.md", "é/ü.md"):
+                ".trash/deleted.md", "2020/.old/w.md", "dir.md/inner.md", "é/ü.md"):
         path = entries / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("---\n", encoding="utf-8")
@@ -313,10 +313,10 @@ def test_discover_finds_what_rglob_finds(tmp_path: Path) -> None:
 
     folder = root / ENTRIES_DIR
     want = sorted(((p, ENTRIES_DIR + "/" + p.relative_to(folder).as_posix()) for p in folder.rglob("*.md")
-                   if not p.name.startswith(".") and p.is_file()),
+                   if not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file()),
                   key=lambda item: item[1].encode("utf-8", "surrogateescape"))
     assert _discover(root) == want
-    assert [rel for _, rel in want] == ["entries/.git/z.md", "entries/2020/deep/y.md", "entries/2020/link.md",
+    assert [rel for _, rel in want] == ["entries/2020/deep/y.md", "entries/2020/link.md",
                                         "entries/2020/x.md", "entries/a.md", "entries/dir.md/inner.md",
                                         "entries/\u00e9/\u00fc.md"]
 
