@@ -129,62 +129,62 @@ def edition_stages(root: Path, week: str, repeat: int) -> dict:
     from digest import present
     from digest.ical import _vevent_ical
 
-    if True:  # each run writes into a folder of its own, kept until the benchmark ends
-        for _ in range(repeat):
-            # Each run renders the edition as a build meets it: its events' VEVENTs not yet
-            # made (an edition is rendered once per build; only template, style and time
-            # zone caches carry over from edition to edition).
-            _vevent_ical.cache_clear()
-            present._MEMO = None
-            t0 = time.perf_counter()
-            for f in files:
-                f.read_bytes()
-            t1 = time.perf_counter()
-            events, _problems = entries_mod.load_events(root, config)
-            t2 = time.perf_counter()
-            stages["read"].append(t1 - t0)
-            # load_events reads the files again; the OS cache makes that a small share.
-            stages["validate"].append(max(0.0, (t2 - t1) - (t1 - t0)))
-            t0 = time.perf_counter()
-            labels = weeks_with_content(tuple(e for e in events if e.status != "draft"), config)
-            edition = make_edition(week, unbounded.events, config, list(labels))
-            stages["group"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            context = edition_context(edition, config)
-            mjml_source = renderer.mjml(context)
-            t1 = time.perf_counter()
-            html = compile_mjml(mjml_source)
-            t2 = time.perf_counter()
-            html = inline_css(html, renderer.css(context))
-            t3 = time.perf_counter()
-            text = renderer.text(context)
-            t4 = time.perf_counter()
-            links = links_for(config, week, config.profile)
-            build_message(edition, config, subject=subject(edition, config), text=text, html=html,
-                          unsubscribe_url=links.header_unsubscribe)
-            t5 = time.perf_counter()
-            stages["render_mjml"].append(t1 - t0)
-            stages["compile"].append(t2 - t1)
-            stages["inline"].append(t3 - t2)
-            stages["text"].append(t4 - t3)
-            stages["eml"].append(t5 - t4)
-            _vevent_ical.cache_clear()
-            present._MEMO = None
-            # Written as a weekly build writes a new week: into a new output folder. (A build
-            # never rewrites a folder that holds the same bytes; replacing one that differs,
-            # a rebuild, is measured next.)
-            fresh = out / f"run-{len(totals)}"
-            t0 = time.perf_counter()
-            built = render_edition(p, week, renderer)
-            t1 = time.perf_counter()
-            write_tree(fresh, week, built.files)
-            t2 = time.perf_counter()
-            stages["write"].append(t2 - t1)
-            totals.append(t2 - t0)
-            changed = dict(built.files, **{"digest.txt": built.files["digest.txt"] + b"\n"})
-            t0 = time.perf_counter()
-            write_tree(fresh, week, changed)
-            stages["replace"].append(time.perf_counter() - t0)
+    # Each run writes into a folder of its own, kept until the benchmark ends.
+    for _ in range(repeat):
+        # Each run renders the edition as a build meets it: its events' VEVENTs not yet
+        # made (an edition is rendered once per build; only template, style and time
+        # zone caches carry over from edition to edition).
+        _vevent_ical.cache_clear()
+        present._MEMO = None
+        t0 = time.perf_counter()
+        for f in files:
+            f.read_bytes()
+        t1 = time.perf_counter()
+        events, _problems = entries_mod.load_events(root, config)
+        t2 = time.perf_counter()
+        stages["read"].append(t1 - t0)
+        # load_events reads the files again; the OS cache makes that a small share.
+        stages["validate"].append(max(0.0, (t2 - t1) - (t1 - t0)))
+        t0 = time.perf_counter()
+        labels = weeks_with_content(tuple(e for e in events if e.status != "draft"), config)
+        edition = make_edition(week, unbounded.events, config, list(labels))
+        stages["group"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        context = edition_context(edition, config)
+        mjml_source = renderer.mjml(context)
+        t1 = time.perf_counter()
+        html = compile_mjml(mjml_source)
+        t2 = time.perf_counter()
+        html = inline_css(html, renderer.css(context))
+        t3 = time.perf_counter()
+        text = renderer.text(context)
+        t4 = time.perf_counter()
+        links = links_for(config, week, config.profile)
+        build_message(edition, config, subject=subject(edition, config), text=text, html=html,
+                      unsubscribe_url=links.header_unsubscribe)
+        t5 = time.perf_counter()
+        stages["render_mjml"].append(t1 - t0)
+        stages["compile"].append(t2 - t1)
+        stages["inline"].append(t3 - t2)
+        stages["text"].append(t4 - t3)
+        stages["eml"].append(t5 - t4)
+        _vevent_ical.cache_clear()
+        present._MEMO = None
+        # Written as a weekly build writes a new week: into a new output folder. (A build
+        # never rewrites a folder that holds the same bytes; replacing one that differs,
+        # a rebuild, is measured next.)
+        fresh = out / f"run-{len(totals)}"
+        t0 = time.perf_counter()
+        built = render_edition(p, week, renderer)
+        t1 = time.perf_counter()
+        write_tree(fresh, week, built.files)
+        t2 = time.perf_counter()
+        stages["write"].append(t2 - t1)
+        totals.append(t2 - t0)
+        changed = dict(built.files, **{"digest.txt": built.files["digest.txt"] + b"\n"})
+        t0 = time.perf_counter()
+        write_tree(fresh, week, changed)
+        stages["replace"].append(time.perf_counter() - t0)
     result = {name: median_ms(values) for name, values in stages.items()}
     result["render_edition_total"] = median_ms(totals)
     result["events"] = len(built.edition.events)
