@@ -119,7 +119,7 @@ def edition_stages(root: Path, week: str, repeat: int) -> dict:
     config = load_config(root)
     files = entries_mod.discover(root)
     stages: dict[str, list[float]] = {k: [] for k in (
-        "read", "validate", "group", "render_mjml", "compile", "inline", "text", "eml", "write", "replace")}
+        "read", "validate", "group", "render_mjml", "compile", "inline", "text", "eml", "write")}
     totals: list[float] = []
     renderer = Renderer(root)
     p = plan(root, weeks=[week], today=today)
@@ -172,7 +172,7 @@ def edition_stages(root: Path, week: str, repeat: int) -> dict:
         present._MEMO = None
         # Written as a weekly build writes a new week: into a new output folder. (A build
         # never rewrites a folder that holds the same bytes; replacing one that differs,
-        # a rebuild, is measured next.)
+        # a rebuild, is measured by replace_ms, last: it deletes files.)
         fresh = out / f"run-{len(totals)}"
         t0 = time.perf_counter()
         built = render_edition(p, week, renderer)
@@ -181,10 +181,6 @@ def edition_stages(root: Path, week: str, repeat: int) -> dict:
         t2 = time.perf_counter()
         stages["write"].append(t2 - t1)
         totals.append(t2 - t0)
-        changed = dict(built.files, **{"digest.txt": built.files["digest.txt"] + b"\n"})
-        t0 = time.perf_counter()
-        write_tree(fresh, week, changed)
-        stages["replace"].append(time.perf_counter() - t0)
     result = {name: median_ms(values) for name, values in stages.items()}
     result["render_edition_total"] = median_ms(totals)
     result["events"] = len(built.edition.events)
@@ -193,6 +189,25 @@ def edition_stages(root: Path, week: str, repeat: int) -> dict:
     result["all_bytes"] = sum(len(v) for v in built.files.values())
     result["files"] = len(built.files)
     return result
+
+
+def replace_ms(root: Path, week: str, repeat: int) -> float:
+    """Median ms to write an edition over its folder with one file changed, as a rebuild
+    does: the new folder is staged and swapped in, the old one's files removed."""
+    from digest.build import plan, render_edition
+    from digest.render import Renderer
+    from digest.writer import write_tree
+
+    built = render_edition(plan(root, weeks=[week], today=date.fromisoformat(TODAY)), week, Renderer(root))
+    out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    write_tree(out, week, built.files)
+    samples = []
+    for i in range(repeat):
+        changed = dict(built.files, **{"digest.txt": built.files["digest.txt"] + b"\n" * (i + 1)})
+        start = time.perf_counter()
+        write_tree(out, week, changed)
+        samples.append(time.perf_counter() - start)
+    return median_ms(samples)
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -424,8 +439,9 @@ def markdown(results: dict, previous: dict | None) -> str:
     lines += ["", "## One edition, per stage (ms, median)", "",
               "Stages run once each on the full edition (no size budget); `total` is `render_edition` "
               "with the budget (it may shorten and render again) plus writing the files into a new week's "
-              "folder, as the weekly build does. `replace` (not in the total) writes the edition again over "
-              "its folder with one file changed, as a rebuild does: the old folder's files are removed too.", ""]
+              "folder, as the weekly build does. `replace` (not in the total; measured last, as it deletes "
+              "files) writes the edition again over its folder with one file changed, as a rebuild does: the "
+              "old folder's files are removed too.", ""]
     stage_names = ["read", "validate", "group", "render_mjml", "compile", "inline", "text", "eml", "write"]
     stage_names += ["replace"] if all("replace" in r for r in results["editions"].values()) else []
     sizes = list(results["editions"])
@@ -529,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                 # median that a brief slow spell of a shared machine does not move.
                 runs = min(repeat, 3) if n >= 1000 else repeat if args.quick or n > 100 else max(repeat, 25)
                 results["editions"][str(n)] = edition_stages(root, week, max(1, runs))
+                results["editions"][str(n)]["runs"] = max(1, runs)
         if "process" not in args.skip:
             say("digest build --week W as a process …")
             root = newsletter("week-20", weeks=1, per_week=20)
@@ -545,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
         if "scale" not in args.skip:
             say("scale …")
             results["scale"] = scale([20, 50] if args.quick else [1000, 10000], 20, tmp)
+        if "editions" not in args.skip:
+            say("replacing an edition's folder …")
+            for n, stages in results["editions"].items():
+                root = newsletter(f"week-{n}", weeks=1, per_week=int(n))
+                stages["replace"] = replace_ms(root, _busiest_week(root), stages["runs"])
         if "archive" not in args.skip:
             say("after deleting files …")
             results["after_deleting"] = after_deleting(newsletter("archive", weeks=weeks, per_week=per),
