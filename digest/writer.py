@@ -222,12 +222,23 @@ def locked(out: Path, wait: float = 30.0) -> Iterator[None]:
     A build that made OUT and then fails takes OUT away again (lock file included) when
     nothing else is in it. A build that waited meanwhile finds its lock file gone, and
     locks the one that is there (made afresh) instead."""
-    made = not out.exists()
     deadline = time.monotonic() + wait
     while True:
+        made = False  # whether this build made OUT (the OUT it locks in the end)
         try:
-            out.mkdir(parents=True, exist_ok=True)
+            out.mkdir(parents=True)
+            made = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise BuildError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+        try:
             handle = open(out / LOCK_NAME, "a+b")
+        except FileNotFoundError:  # a failed first build took OUT away between the two steps
+            if time.monotonic() < deadline:
+                continue
+            raise BuildError(f"cannot create the output folder {out}: it was removed while this build "
+                             "started; try again") from None
         except OSError as exc:
             raise BuildError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
         try:
@@ -252,13 +263,15 @@ def locked(out: Path, wait: float = 30.0) -> Iterator[None]:
         yield
         done = True
     finally:
-        if made and not done:
-            try:  # unlinked while still held; then the folder, only if it is empty
-                (out / LOCK_NAME).unlink()
-                out.rmdir()
-            except OSError:
-                pass
-        handle.close()
+        try:
+            if made and not done:
+                try:  # unlinked while still held; then the folder, only if it is empty
+                    (out / LOCK_NAME).unlink()
+                    out.rmdir()
+                except OSError:
+                    pass
+        finally:
+            handle.close()
 
 
 def _still_there(handle: IO[bytes], path: Path) -> bool:

@@ -234,7 +234,7 @@ def test_a_build_that_waited_on_a_failed_first_build_locks_the_new_lock_file(tmp
             thread = threading.Thread(target=second)
             thread.start()
             waiting.wait(10)
-            time.sleep(0.3)  # the second build is waiting for the lock now
+            _wait_for_handles(out / LOCK_NAME, 2)  # the second build has the lock file open: it waits
             assert not holding.is_set()
             raise RuntimeError("the first build fails")
     assert holding.wait(10), seen
@@ -243,6 +243,71 @@ def test_a_build_that_waited_on_a_failed_first_build_locks_the_new_lock_file(tmp
     release.set()
     thread.join(10)
     assert (out / LOCK_NAME).is_file()  # the second build did not fail: its folder stays
+
+
+def _wait_for_handles(path: Path, count: int) -> None:
+    """Until this process has COUNT file handles open on PATH."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        opened = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                opened += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+            except OSError:
+                pass
+        if opened >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} was not opened {count} times")
+
+
+def test_two_first_builds_that_both_fail_leave_nothing(tmp_path: Path) -> None:
+    """The second found the folder the first made, then made it again after the first
+    failed and removed it: it is the one to remove it now."""
+    out = tmp_path / "dist"
+    failures = []
+
+    def second() -> None:
+        try:
+            with locked(out, wait=10):
+                raise RuntimeError("the second build fails too")
+        except RuntimeError as exc:
+            failures.append(exc)
+
+    with pytest.raises(RuntimeError):
+        with locked(out):
+            thread = threading.Thread(target=second)
+            thread.start()
+            _wait_for_handles(out / LOCK_NAME, 2)
+            raise RuntimeError("the first build fails")
+    thread.join(10)
+    assert len(failures) == 1
+    assert not out.exists()
+
+
+def test_a_build_starting_as_a_failed_first_build_removes_the_folder_still_gets_the_lock(
+        tmp_path: Path, monkeypatch) -> None:
+    """The folder is there when this build looks, and gone (a failed first build took it
+    away) when it opens the lock file: it makes the folder again instead of failing."""
+    import builtins
+
+    from digest import writer
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    real_open = builtins.open
+    removed = []
+
+    def open_after_removal(path, *args, **kwargs):
+        if str(path) == str(out / LOCK_NAME) and not removed:
+            removed.append(path)
+            out.rmdir()  # what the failed build does between this build's two steps
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "open", open_after_removal, raising=False)
+    with locked(out, wait=5):
+        assert (out / LOCK_NAME).is_file()
+    assert removed and (out / LOCK_NAME).is_file()
 
 
 def test_a_failed_build_leaves_an_output_folder_it_did_not_make(tmp_path: Path) -> None:
