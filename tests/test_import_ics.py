@@ -285,6 +285,26 @@ def test_reimport_updates_the_same_file_by_uid(root: Path, tmp_path: Path):
     assert "0 new, 0 updated, 3 unchanged" in again.output
 
 
+def test_an_entry_moved_to_a_hidden_folder_is_imported_again(root: Path, tmp_path: Path):
+    """digest build does not read entries/.trash/ (an editor's deleted notes), so the
+    importer does not count an entry there as present; nor does it write into one."""
+    source = tmp_path / "feed.ics"
+    source.write_bytes((FIXTURES / "all_day_multi_day.ics").read_bytes())
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import", str(source), "--root", str(root)]).exit_code == 0
+    entry = root / "entries/imported/2020-10-09-day-remembrance.md"
+    trash = root / "entries" / ".trash"
+    trash.mkdir()
+    entry.rename(trash / entry.name)
+    result = runner.invoke(cli, ["import", str(source), "--root", str(root)], catch_exceptions=False)
+    assert "1 new, 0 updated, 2 unchanged" in result.output
+    assert entry.is_file()
+    hidden = runner.invoke(cli, ["import", str(source), "--root", str(root), "--into", str(root / "entries/.drafts")])
+    assert hidden.exit_code == 2
+    assert "inside the hidden folder '.drafts'" in hidden.output and "choose a folder without a leading dot" in hidden.output
+    assert not (root / "entries" / ".drafts").exists()
+
+
 def test_imported_fixtures_validate_with_digest_check(root: Path):
     runner = CliRunner()
     for name in ("dst_change.ics", "all_day_multi_day.ics", "recurring.ics", "rdate.ics", "missing_dtend.ics",

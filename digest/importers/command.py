@@ -75,6 +75,7 @@ def import_command(source: str, into: Path | None, dry_run: bool, force: bool, f
 
     config = load_config(root) if (root / "digest.toml").exists() else Config(root=root)
     target = into if into is not None else root / "entries" / "imported"
+    _check_visible(target, root / "entries")
     window = Window(first.date() if first else None, last.date() if last else None)
     if window.first and window.last and window.last < window.first:
         raise import_error("--until", f"{window.last} is before --from {window.first}", hint="swap the dates")
@@ -125,6 +126,20 @@ def import_command(source: str, into: Path | None, dry_run: bool, force: bool, f
     if counts["kept"]:
         summary += f", {counts['kept']} kept because edited by hand (shown above; --force overwrites)"
     click.echo(summary + (" (dry run: nothing written)" if dry_run else f" in {_shown(target)}"))
+
+
+def _check_visible(target: Path, entries: Path) -> None:
+    """Refuse a target in a hidden folder under ENTRIES: the build would never read it."""
+    try:
+        inside = target.resolve().relative_to(entries.resolve()).parts
+    except ValueError:
+        return
+    hidden = [part for part in inside if part.startswith(".")]
+    if hidden:
+        raise InputError("--into names a folder digest build does not read; nothing was written.",
+                         [Problem("--into", None, None, f"{_shown(target)} is inside the hidden folder "
+                                  f"{hidden[0]!r}: entries in folders whose name starts with a dot are not read",
+                                  "choose a folder without a leading dot, e.g. entries/imported")])
 
 
 def _shown(path: Path) -> str:

@@ -121,14 +121,15 @@ def _front_uid(text: str) -> str | None:
 
 
 def _existing(folders: Iterable[Path]) -> dict[str, Path]:
-    """uid -> file, for every entry file under FOLDERS that has a uid."""
+    """uid -> file, for every entry file under FOLDERS that has a uid (hidden files and
+    folders left out, as digest build leaves them out)."""
     found: dict[str, Path] = {}
     seen: set[Path] = set()
     for folder in folders:
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*.md")):
-            if path in seen:
+            if path in seen or any(part.startswith(".") for part in path.relative_to(folder).parts):
                 continue
             seen.add(path)
             try:
