@@ -88,6 +88,20 @@ def file_create_ms(folder: Path, count: int = 300) -> float:
 # measured once, on its own, at the end (after_deleting).
 
 
+def cpu_probe_ms() -> float:
+    """Median ms of a fixed pure-Python workload: how fast this machine ran at that moment.
+    Shared machines vary by half from minute to minute; the report gives this next to
+    each section so that a slow spell can be told from a slower build."""
+    samples = []
+    for _ in range(5):
+        start = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        samples.append(time.perf_counter() - start)
+    return median_ms(samples)
+
+
 def median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 2)
 
@@ -427,6 +441,10 @@ def markdown(results: dict, previous: dict | None) -> str:
         "systems, deleting many files makes the next files created cost more"
         + (" (measured under \"After deleting\")." if "after_deleting" in results else "."),
         "",
+        "CPU probe (a fixed pure-Python loop; on this machine at its usual speed: 16-18 ms), at the start of "
+        "each section: " + ", ".join(f"{name} {ms} ms" for name, ms in results.get("cpu_probe_ms", {}).items())
+        + ". A section whose probe is slower ran in a slow spell of this shared machine.",
+        "",
         "## Targets (issue 7)",
         "",
         "| what | measured | target | ratio | met | previous run |",
@@ -534,12 +552,14 @@ def main(argv: list[str] | None = None) -> int:
                 os.sync()  # a build syncs once before it swaps folders in: it is not to flush these too
             return root
 
-        def say(text: str) -> None:
+        def say(text: str, section: str | None = None) -> None:
             print(text, file=sys.stderr, flush=True)
+            if section:
+                results.setdefault("cpu_probe_ms", {})[section] = cpu_probe_ms()
 
         if "editions" not in args.skip:
             for n in sizes:
-                say(f"one edition of {n} events …")
+                say(f"one edition of {n} events …", f"edition of {n}")
                 root = newsletter(f"week-{n}", weeks=1, per_week=n)
                 week = _busiest_week(root)
                 # A small edition takes milliseconds: more runs (a second or so in all) give a
@@ -548,21 +568,21 @@ def main(argv: list[str] | None = None) -> int:
                 results["editions"][str(n)] = edition_stages(root, week, max(1, runs))
                 results["editions"][str(n)]["runs"] = max(1, runs)
         if "process" not in args.skip:
-            say("digest build --week W as a process …")
+            say("digest build --week W as a process …", "process")
             root = newsletter("week-20", weeks=1, per_week=20)
             results["process"] = process_floor(root, _busiest_week(root), repeat)
         weeks, per = (3, 5) if args.quick else (52, 20)
         if "archive" not in args.skip:
-            say(f"archive {weeks} x {per}, cold and warm …")
+            say(f"archive {weeks} x {per}, cold and warm …", "archive")
             results["archive"] = archive(newsletter("archive", weeks=weeks, per_week=per),
                                          max(1, min(repeat, 3)))
             results["archive"]["shape"] = f"{weeks} x {per}"
         if "scale" not in args.skip:
-            say("scale …")
+            say("scale …", "scale")
             results["scale"] = scale([20, 50] if args.quick else [1000, 10000], 20, tmp)
         # What deletes files comes last: a rebuild replaces the folders it changes.
         if "incremental" not in args.skip:
-            say("incremental rebuild …")
+            say("incremental rebuild …", "incremental")
             results["incremental"] = incremental(newsletter("archive", weeks=weeks, per_week=per), repeat)
         if "editions" not in args.skip:
             say("replacing an edition's folder …")

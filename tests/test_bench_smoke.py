@@ -21,6 +21,9 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
                             "summary"}
     assert results["machine"]["work"] == str((tmp_path / "work").resolve())
     assert results["machine"]["file_create_ms"] > 0
+    assert set(results["cpu_probe_ms"]) == {"edition of 5", "edition of 20", "process", "archive", "scale",
+                                            "incremental"}
+    assert all(ms > 0 for ms in results["cpu_probe_ms"].values())
     assert list((tmp_path / "work").iterdir()) == []  # everything the benchmark made there is gone
     assert set(results["editions"]) == {"5", "20"}
     for stages in results["editions"].values():
