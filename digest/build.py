@@ -17,7 +17,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, Mapping
 from digest import __version__
 from digest.config import Config, load_config
 from digest.editions import make_edition, resolve_week, weeks_with_content
-from digest.entries import load_events
+from digest.entries import Progress, load_events
 from digest.errors import BuildError, InputError, Problem, raise_if_errors
 from digest.finish import links_for, substitute
 from digest.ical import calendar_bytes, remember_vevents, vevents_made
@@ -89,16 +89,19 @@ def today_default() -> date:
 
 def plan(root: Path, *, weeks: Iterable[str] = (), all_weeks: bool = False, today: date | None = None,
          strict: bool = False, cache: BuildCache | None = None,
-         meanwhile: Callable[[], None] | None = None) -> Plan:
+         meanwhile: Callable[[], None] | None = None, progress: Progress | None = None) -> Plan:
     """Read and validate everything; decide which editions to make. Raises InputError on bad input.
 
     With CACHE, each entry file is parsed once per distinct content. MEANWHILE runs
-    while other processes parse entries, if they do (see digest.entries.read_entries)."""
+    while other processes parse entries, if they do; PROGRESS shows the entries parsed
+    (see digest.entries.read_entries)."""
     config = load_config(root)
     if cache is not None and hasattr(cache, "read_all"):
-        events, problems = load_events(root, config, read_all=cache.read_all, meanwhile=meanwhile)
+        events, problems = load_events(root, config, read_all=cache.read_all, meanwhile=meanwhile,
+                                       progress=progress)
     else:
-        events, problems = load_events(root, config, cache.reader(config) if cache else None, meanwhile=meanwhile)
+        events, problems = load_events(root, config, cache.reader(config) if cache else None, meanwhile=meanwhile,
+                                       progress=progress)
     raise_if_errors(problems, "the entries")
     warnings = tuple(sorted(p for p in problems if p.warning))
     if strict and warnings:
@@ -333,6 +336,7 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
           today: date | None = None, profile: str | None = None, strict: bool = False, use_cache: bool = True,
           jobs: int | None = None,
           progress: Callable[[int], ContextManager[Callable[[int], None]]] | None = None,
+          read_progress: Progress | None = None,
           ) -> tuple[Plan, list[BuiltEdition]]:
     """Build editions into OUT/<week>/: all of them, or on any failure none.
 
@@ -361,7 +365,7 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
 
     try:
         p = plan(root, weeks=weeks, all_weeks=all_weeks, today=today, strict=strict, cache=cache,
-                 meanwhile=meanwhile)
+                 meanwhile=meanwhile, progress=read_progress)
         for week in p.weeks[:1]:
             links_for(p.config, week, profile or p.config.profile)  # a profile without its links fails here, first
     except BaseException:

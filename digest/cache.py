@@ -171,7 +171,8 @@ class BuildCache:
         return self._entries
 
     def read_all(self, items: list[tuple[Path, str]], config: Config,
-                 meanwhile: Callable[[], None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
+                 meanwhile: Callable[[], None] | None = None,
+                 progress: Any = None) -> list[tuple[Event | None, list[Problem]]]:
         """digest.entries.read_entries with this cache: stored entries are reused, the
         others are parsed (on all cores when there are many, MEANWHILE running here) and stored."""
         from digest.entries import MAX_ENTRY_BYTES, read_entries
@@ -217,7 +218,7 @@ class BuildCache:
                 results.append(None)
                 missing.append(index)
         self._files_changed = self._files != known
-        parsed = read_entries([items[i] for i in missing], config, meanwhile)
+        parsed = read_entries([items[i] for i in missing], config, meanwhile, progress)
         for index, (event, problems) in zip(missing, parsed):
             results[index] = (event, problems)
             if index in keys:

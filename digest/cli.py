@@ -6,7 +6,7 @@ import sys
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import click
 
@@ -26,14 +26,22 @@ def _today(value) -> date | None:
     return value.date() if value else None
 
 
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on a terminal when there are enough editions to render to wait for."""
-    if total < 6 or not sys.stderr.isatty():
-        yield None
-        return
-    with click.progressbar(length=total, label="Rendering editions", file=sys.stderr) as bar:
-        yield bar.update
+def _bar(label: str, minimum: int) -> Callable[[int], ContextManager[Callable[[int], None] | None]]:
+    """A maker of progress bars on a terminal, for MINIMUM or more things to wait for."""
+    @contextmanager
+    def progress(total: int) -> Iterator[Callable[[int], None] | None]:
+        if total < minimum or not sys.stderr.isatty():
+            yield None
+            return
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            yield bar.update
+    return progress
+
+
+#: Bars when there is enough to wait for: six editions to render (a year's archive takes
+#: a second or more), 2,000 entries to parse (about half a second on two cores).
+_progress = _bar("Rendering editions", 6)
+_reading = _bar("Reading entries", 2000)
 
 
 def _warn(problems) -> None:
@@ -106,7 +114,7 @@ def build(root: Path, weeks: tuple[str, ...], all_weeks: bool, out: Path | None,
         weeks = ("this",)
     target = out if out is not None else root / "dist"
     p, built = run_build(root, target, weeks=weeks, all_weeks=all_weeks, today=_today(today), profile=profile,
-                         strict=strict, progress=_progress)
+                         strict=strict, progress=_progress, read_progress=_reading)
     _warn(p.warnings)
     for item in built:
         for warning in item.warnings:

@@ -11,11 +11,12 @@ import hashlib
 import os
 import re
 import unicodedata
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 from zoneinfo import ZoneInfo
 
 from digest.config import Config
@@ -94,47 +95,71 @@ PARALLEL_MIN = 300  # below this many files, starting processes costs more than 
 
 
 def read_entries(items: list[tuple[Path, str]], config: Config,
-                 meanwhile: Callable[[], None] | None = None) -> list[tuple[Event | None, list[Problem]]]:
+                 meanwhile: Callable[[], None] | None = None,
+                 progress: Progress | None = None) -> list[tuple[Event | None, list[Problem]]]:
     """read_entry for every (path, relative path), in order: in forked processes when
     there are many (YAML and Markdown parsing hold the GIL), else here.
 
     MEANWHILE, when given, runs here while forked processes read (a build compiles its
-    templates then); it is skipped when the entries are read here."""
+    templates then); it is skipped when the entries are read here. PROGRESS: see
+    Progress; it counts each entry read. Errors of MEANWHILE and PROGRESS are raised as
+    they are (never taken for the readers' failure)."""
     import multiprocessing
     import threading
 
     cores = os.cpu_count() or 1
-    if (len(items) < PARALLEL_MIN or cores < 2 or threading.active_count() > 1
-            or "fork" not in multiprocessing.get_all_start_methods()):
-        return [read_entry(path, rel, config) for path, rel in items]
-    from concurrent.futures import ProcessPoolExecutor
+    with (progress(len(items)) if progress else nullcontext(None)) as advance:
+        if (len(items) < PARALLEL_MIN or cores < 2 or threading.active_count() > 1
+                or "fork" not in multiprocessing.get_all_start_methods()):
+            return [_counted(read_entry(path, rel, config), advance) for path, rel in items]
+        from concurrent.futures import ProcessPoolExecutor
 
-    from digest.parallel import frozen
+        from digest.parallel import frozen
 
-    global _READ_CONFIG
-    _READ_CONFIG = config
-    failed: BaseException | None = None
-    try:
-        with frozen(), ProcessPoolExecutor(min(cores, 4), mp_context=multiprocessing.get_context("fork")) as pool:
-            results = pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8)))
-            try:
-                if meanwhile is not None:
-                    meanwhile()
-            except BaseException as exc:  # the caller's error, not the readers': raised as it is, below
-                failed = exc
-                pool.shutdown(cancel_futures=True)
-            else:
-                read = list(results)
-    except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
-        return [read_entry(path, rel, config) for path, rel in items]
-    finally:
-        _READ_CONFIG = None
-    if failed is not None:
-        raise failed
-    return read
+        global _READ_CONFIG
+        _READ_CONFIG = config
+        failed: BaseException | None = None
+        read: list[tuple[Event | None, list[Problem]]] = []
+        try:
+            with frozen(), ProcessPoolExecutor(min(cores, 4), mp_context=multiprocessing.get_context("fork")) as pool:
+                results = pool.map(_read_one, items, chunksize=max(1, len(items) // (cores * 8)))
+                try:
+                    if meanwhile is not None:
+                        meanwhile()
+                except BaseException as exc:  # the caller's error, not the readers': raised as it is, below
+                    failed = exc
+                    pool.shutdown(cancel_futures=True)
+                else:
+                    for result in results:
+                        read.append(result)
+                        try:
+                            if advance is not None:
+                                advance(1)
+                        except BaseException as exc:  # the progress bar's (a closed terminal), as above
+                            failed = exc
+                            pool.shutdown(cancel_futures=True)
+                            break
+        except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
+            return [read_entry(path, rel, config) for path, rel in items]
+        finally:
+            _READ_CONFIG = None
+        if failed is not None:
+            raise failed
+        return read
 
 
 _READ_CONFIG: Config | None = None  # inherited by forked readers
+
+#: A progress bar's maker: PROGRESS(total) is a context that gives a function to call
+#: with each count done (or None: nothing to show).
+Progress = Callable[[int], ContextManager[Callable[[int], None] | None]]
+
+
+def _counted(result: Any, advance: Callable[[int], None] | None) -> Any:
+    """RESULT, once ADVANCE (when there is one) has counted it."""
+    if advance is not None:
+        advance(1)
+    return result
 
 
 def _read_one(item: tuple[Path, str]) -> tuple[Event | None, list[Problem]]:
@@ -143,22 +168,24 @@ def _read_one(item: tuple[Path, str]) -> tuple[Event | None, list[Problem]]:
 
 
 def load_events(root: Path, config: Config, read: Any = None, read_all: Any = None,
-                meanwhile: Callable[[], None] | None = None) -> tuple[tuple[Event, ...], list[Problem]]:
+                meanwhile: Callable[[], None] | None = None,
+                progress: Progress | None = None) -> tuple[tuple[Event, ...], list[Problem]]:
     """Read and validate every entry; return the good events and all problems.
 
     READ replaces read_entry (same signature), READ_ALL replaces read_entries:
-    digest.cache passes memoised ones. MEANWHILE: see read_entries."""
+    digest.cache passes memoised ones. MEANWHILE, PROGRESS: see read_entries (PROGRESS
+    counts the entries parsed, not those a cache already holds)."""
     events: list[Event] = []
     problems: list[Problem] = []
     seen: dict[tuple, str] = {}
     seen_uid: dict[str, str] = {}
     items = _discover(root)
     if read_all is not None:
-        results = read_all(items, config, meanwhile)
+        results = read_all(items, config, meanwhile, progress)
     elif read is not None:
         results = [read(path, rel, config) for path, rel in items]
     else:
-        results = read_entries(items, config, meanwhile)
+        results = read_entries(items, config, meanwhile, progress)
     for (path, rel), (event, found) in zip(items, results):
         problems.extend(found)
         if event is None:

@@ -302,6 +302,80 @@ def test_progress_counts_every_rendered_edition(tmp_path, jobs):
     assert totals == [len(built)] and sum(seen) == len(built) >= 8
 
 
+def _count_pools(monkeypatch) -> list[int]:
+    """Records each ProcessPoolExecutor made (they still work): proof the readers forked."""
+    import concurrent.futures
+
+    made: list[int] = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Counted)
+    return made
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_reading_progress_counts_every_entry_parsed(tmp_path, monkeypatch, parallel):
+    """Serially and in forked readers, the reading bar counts each entry parsed once; a
+    build that finds every entry in its cache parses none."""
+    from contextlib import contextmanager
+
+    from digest import entries
+
+    root = copy_example(tmp_path / "n")
+    for offset in range(3):
+        write_week(root, date(2020, 11, 2 + 7 * offset), 4, seed=offset)
+    count = len(entries.discover(root))
+    monkeypatch.setattr(entries, "PARALLEL_MIN", 2 if parallel else 10**6)
+    seen: list[int] = []
+    totals: list[int] = []
+
+    @contextmanager
+    def progress(total):
+        totals.append(total)
+        yield seen.append
+
+    pools = _count_pools(monkeypatch)
+    build(root, tmp_path / "out", all_weeks=True, today=TODAY, read_progress=progress, jobs=1)
+    assert totals == [count] and sum(seen) == count >= 15
+    assert len(pools) == (1 if parallel else 0)
+    seen.clear()
+    build(root, tmp_path / "out", all_weeks=True, today=TODAY, read_progress=progress)
+    assert totals == [count, 0] and seen == []
+
+
+def test_an_error_of_the_reading_progress_is_not_taken_for_the_readers(tmp_path, monkeypatch):
+    """A closed terminal under the reading bar stops the build with its own error, as a
+    serial read does; it is not taken for readers that failed (read again here)."""
+    from contextlib import contextmanager
+
+    from digest import entries
+
+    root = copy_example(tmp_path / "n")
+    for offset in range(3):
+        write_week(root, date(2020, 11, 2 + 7 * offset), 4, seed=offset)
+    monkeypatch.setattr(entries, "PARALLEL_MIN", 2)
+    calls: list[int] = []
+
+    @contextmanager
+    def broken(total):
+        def advance(count):
+            calls.append(count)
+            if len(calls) == 3:
+                raise BrokenPipeError(32, "Broken pipe")
+        yield advance
+
+    pools = _count_pools(monkeypatch)
+    with pytest.raises(BrokenPipeError):
+        build(root, tmp_path / "out", all_weeks=True, today=TODAY, read_progress=broken, use_cache=False, jobs=1)
+    assert len(calls) == 3 and len(pools) == 1
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("broken", ["profile", "template"])
 def test_a_first_build_that_fails_leaves_nothing(tmp_path, broken):
     """A profile without its unsubscribe link fails before anything is made; a template
