@@ -139,8 +139,10 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
                             failed = exc
                             pool.shutdown(cancel_futures=True)
                             break
-        except (OSError, RuntimeError):  # cannot fork, or a worker died: read them here
-            return [read_entry(path, rel, config) for path, rel in items]
+        except (OSError, RuntimeError):  # cannot fork, or a worker died: read the rest here
+            if failed is not None:
+                raise failed from None
+            return read + [_counted(read_entry(path, rel, config), advance) for path, rel in items[len(read):]]
         finally:
             _READ_CONFIG = None
         if failed is not None:
