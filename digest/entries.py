@@ -320,8 +320,14 @@ def _split_front_matter(text: str, rel: str, problems: list[Problem]) -> tuple[_
             continue
         try:
             values[key] = constructor.construct_object(value_node, deep=True)
-        except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
-            problems.append(Problem(rel, line, key, f"cannot be read: {type(exc).__name__}", "simplify the value"))
+        except Exception as exc:  # noqa: BLE001 - PyYAML's constructors fail in many ways on bad tagged values
+            # An explicit tag PyYAML's safe constructors choke on: "!!timestamp 2020-10-07 09:00"
+            # (no seconds) raised AttributeError, "!!bool maybe" KeyError.
+            if "!" in source[value_node.start_mark.index:value_node.end_mark.index]:
+                problems.append(Problem(rel, line, key, "the value does not match its YAML type tag ('!!…')",
+                                        "remove the tag and write the value plainly"))
+            else:
+                problems.append(Problem(rel, line, key, f"cannot be read: {type(exc).__name__}", "simplify the value"))
             continue
         where[key] = value_node.start_mark.line + 2
     constructor.dispose()

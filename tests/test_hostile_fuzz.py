@@ -547,6 +547,19 @@ def test_characters_email_cannot_carry_in_the_body_are_errors(scratch: Path, bod
             f"entries/fuzz.md:{line}: {message} (remove it; an email cannot carry it)"]
 
 
+@pytest.mark.parametrize("value", ["!!timestamp 2020-10-07 09:00", "!!timestamp x", "!!bool maybe",
+                                   "[2020, !!bool maybe]", "!!float x", "!!int 1e3"])
+def test_a_value_its_yaml_tag_does_not_fit_is_named(scratch: Path, value: str) -> None:
+    """PyYAML's safe constructors raise AttributeError ("!!timestamp" without seconds)
+    or KeyError ("!!bool maybe") on such values: found by the batch fuzzer (seed
+    5675276604831143); they were tracebacks."""
+    (scratch / "entries" / "fuzz.md").write_text(f"---\ntitle: t\norganizer: o\nstart: {value}\n---\n")
+    event, problems = read_entry(scratch / "entries" / "fuzz.md", "entries/fuzz.md", CONFIG)
+    assert event is None
+    assert "entries/fuzz.md:4: field 'start': the value does not match its YAML type tag ('!!…') (remove the " \
+        "tag and write the value plainly)" in [str(p) for p in problems]
+
+
 def test_billion_laughs_is_refused_by_name(scratch: Path) -> None:
     text = "---\na: &a [x, x]\nb: [*a, *a]\n---\n"
     (scratch / "entries" / "fuzz.md").write_text(text)
