@@ -225,6 +225,22 @@ def test_links_counts_anchors_with_targets() -> None:
     assert links('<a href="https://a">x</a><a name="n">y</a><A HREF="https://a">z</A>') == ["https://a", "https://a"]
 
 
+def test_the_watcher_ignores_what_the_build_does_not_read(tmp_path: Path) -> None:
+    from watchfiles import Change
+
+    from digest.preview.watcher import InputFilter
+
+    entries, templates = tmp_path / "entries", tmp_path / "templates"
+    keep = InputFilter([entries, templates])
+    assert keep(Change.modified, str(entries / "2020" / "a.md"))
+    assert keep(Change.added, str(templates / "email" / "digest.mjml"))
+    assert keep(Change.deleted, str(entries / "2020"))
+    assert not keep(Change.added, str(entries / ".trash" / "a.md"))
+    assert not keep(Change.modified, str(entries / "2020" / ".hidden.md"))
+    assert not keep(Change.modified, str(entries / "a.md.swp"))  # watchfiles' own rules still apply
+    assert not keep(Change.modified, str(entries / ".git" / "index"))
+
+
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(cli, ["preview", "--help"])
     assert result.exit_code == 0

@@ -23,6 +23,24 @@ DEBOUNCE_MS = 300
 ROOT_NAMES = frozenset({CONFIG_NAME, "entries", "templates"})
 
 
+class InputFilter(DefaultFilter):
+    """watchfiles' default filter (editor swap files, .git, __pycache__…), and hidden files
+    and anything in a hidden folder below the watched ones: digest build reads no entry
+    there (an editor's .trash/ of deleted notes)."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        super().__init__()
+        self.dirs = [str(d) for d in dirs]
+
+    def __call__(self, change: Change, path: str) -> bool:
+        for folder in self.dirs:
+            if path.startswith(folder + "/"):
+                if any(part.startswith(".") for part in path[len(folder) + 1:].split("/")):
+                    return False
+                break
+        return super().__call__(change, path)
+
+
 class Watcher:
     """Calls ON_CHANGE(paths) after each burst of changes to the newsletter's inputs."""
 
@@ -62,7 +80,7 @@ class Watcher:
                 self._tree_stop.wait()
                 continue
             try:
-                for changes in watch(*dirs, watch_filter=DefaultFilter(), debounce=DEBOUNCE_MS, step=STEP_MS,
+                for changes in watch(*dirs, watch_filter=InputFilter(dirs), debounce=DEBOUNCE_MS, step=STEP_MS,
                                      stop_event=self._tree_stop, rust_timeout=1000, raise_interrupt=False):
                     self._notify(changes)
             except (OSError, RuntimeError) as exc:  # a watched folder vanished mid-way: start again
