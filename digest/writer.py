@@ -219,15 +219,19 @@ def write_file(path: Path, data: bytes) -> None:
 def locked(out: Path, wait: float = 30.0) -> Iterator[None]:
     """Hold OUT's build lock; another build waits up to WAIT seconds, then gives up clearly.
 
-    A build that made OUT and then fails takes OUT away again (lock file included) when
-    nothing else is in it. A build that waited meanwhile finds its lock file gone, and
-    locks the one that is there (made afresh) instead."""
+    A build that made OUT (and its missing parents) and then fails takes them away again
+    (lock file included) when nothing else is in them. A build that waited meanwhile
+    finds its lock file gone, and locks the one that is there (made afresh) instead."""
     deadline = time.monotonic() + wait
     while True:
-        made = False  # whether this build made OUT (the OUT it locks in the end)
+        made: list[Path] = []  # the folders this build made (for the OUT it locks in the end), OUT first
+        missing, folder = [], out
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
         try:
             out.mkdir(parents=True)
-            made = True
+            made = missing
         except FileExistsError:
             pass
         except OSError as exc:
@@ -265,9 +269,10 @@ def locked(out: Path, wait: float = 30.0) -> Iterator[None]:
     finally:
         try:
             if made and not done:
-                try:  # unlinked while still held; then the folder, only if it is empty
+                try:  # unlinked while still held; then the folders, each only if it is empty
                     (out / LOCK_NAME).unlink()
-                    out.rmdir()
+                    for folder in made:
+                        folder.rmdir()
                 except OSError:
                     pass
         finally:

@@ -310,6 +310,17 @@ def test_a_build_starting_as_a_failed_first_build_removes_the_folder_still_gets_
     assert removed and (out / LOCK_NAME).is_file()
 
 
+def test_a_failed_first_build_takes_away_the_parent_folders_it_made(tmp_path: Path) -> None:
+    (tmp_path / "site" / "kept.txt").parent.mkdir()
+    (tmp_path / "site" / "kept.txt").write_text("x")
+    out = tmp_path / "site" / "public" / "dist"
+    with pytest.raises(RuntimeError):
+        with locked(out):
+            assert (out / LOCK_NAME).is_file()
+            raise RuntimeError("fails")
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["kept.txt"]
+
+
 def test_a_failed_build_leaves_an_output_folder_it_did_not_make(tmp_path: Path) -> None:
     out = tmp_path / "dist"
     out.mkdir()
