@@ -280,10 +280,31 @@ def test_failed_build_keeps_the_previous_edition(tmp_path):
     assert (out / "2020-W41" / "digest.html").read_bytes() == before
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_progress_counts_every_rendered_edition(tmp_path, jobs):
+def _recorder():
+    """A progress bar maker that records each total and each count: (maker, totals, counts)."""
     from contextlib import contextmanager
 
+    totals: list[int] = []
+    seen: list[int] = []
+
+    @contextmanager
+    def progress(total):
+        totals.append(total)
+        yield seen.append
+
+    return progress, totals, seen
+
+
+def _three_weeks(tmp_path: Path) -> Path:
+    """The example newsletter and three generated weeks of four events."""
+    root = copy_example(tmp_path / "n")
+    for offset in range(3):
+        write_week(root, date(2020, 11, 2 + 7 * offset), 4, seed=offset)
+    return root
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_progress_counts_every_rendered_edition(tmp_path, jobs):
     from digest.build import render_all
 
     root = copy_example(tmp_path / "n")
@@ -291,14 +312,7 @@ def test_progress_counts_every_rendered_edition(tmp_path, jobs):
         write_week(root, date(2020, 11, 2 + 7 * offset) if offset < 4 else date(2020, 12, 7 + 7 * (offset - 4)),
                    2, seed=offset)
     p = plan(root, all_weeks=True, today=TODAY)
-    seen: list[int] = []
-    totals: list[int] = []
-
-    @contextmanager
-    def progress(total):
-        totals.append(total)
-        yield seen.append
-
+    progress, totals, seen = _recorder()
     built = render_all(p, progress=progress, jobs=jobs)
     assert totals == [len(built)] and sum(seen) == len(built) >= 8
 
@@ -323,23 +337,12 @@ def _count_pools(monkeypatch) -> list[int]:
 def test_reading_progress_counts_every_entry_parsed(tmp_path, monkeypatch, parallel):
     """Serially and in forked readers, the reading bar counts each entry parsed once; a
     build that finds every entry in its cache parses none."""
-    from contextlib import contextmanager
-
     from digest import entries
 
-    root = copy_example(tmp_path / "n")
-    for offset in range(3):
-        write_week(root, date(2020, 11, 2 + 7 * offset), 4, seed=offset)
+    root = _three_weeks(tmp_path)
     count = len(entries.discover(root))
     monkeypatch.setattr(entries, "PARALLEL_MIN", 2 if parallel else 10**6)
-    seen: list[int] = []
-    totals: list[int] = []
-
-    @contextmanager
-    def progress(total):
-        totals.append(total)
-        yield seen.append
-
+    progress, totals, seen = _recorder()
     pools = _count_pools(monkeypatch)
     build(root, tmp_path / "out", all_weeks=True, today=TODAY, read_progress=progress, jobs=1)
     assert totals == [count] and seen == [1] * count and count >= 15
@@ -367,13 +370,10 @@ def test_when_a_reader_dies_the_rest_is_read_here_and_counted(tmp_path, monkeypa
     """A forked reader that dies leaves the entries read before it; the rest are read
     here, each once, and the bar still counts every entry."""
     import os
-    from contextlib import contextmanager
 
     from digest import entries
 
-    root = copy_example(tmp_path / "n")
-    for offset in range(3):
-        write_week(root, date(2020, 11, 2 + 7 * offset), 4, seed=offset)
+    root = _three_weeks(tmp_path)
     items = entries._discover(root)
     config = load_config(root)
     victim = items[len(items) // 2][1]
@@ -388,14 +388,9 @@ def test_when_a_reader_dies_the_rest_is_read_here_and_counted(tmp_path, monkeypa
     monkeypatch.setattr(entries, "_read_one", _dying)
     monkeypatch.setattr(entries, "read_entry", counting)
     monkeypatch.setattr(entries, "PARALLEL_MIN", 2)
-    seen: list[int] = []
-
-    @contextmanager
-    def progress(total):
-        yield seen.append
-
+    progress, totals, seen = _recorder()
     read = entries.read_entries(items, config, progress=progress)
-    assert seen == [1] * len(items)
+    assert totals == [len(items)] and seen == [1] * len(items)
     assert victim in here and len(here) < len(items)  # the rest only, victim included
     assert [event.path if event else None for event, _ in read] == \
         [event.path if event else None for event, _ in (real_read(p, r, config) for p, r in items)]
@@ -408,9 +403,7 @@ def test_an_error_of_the_reading_progress_is_not_taken_for_the_readers(tmp_path,
 
     from digest import entries
 
-    root = copy_example(tmp_path / "n")
-    for offset in range(3):
-        write_week(root, date(2020, 11, 2 + 7 * offset), 4, seed=offset)
+    root = _three_weeks(tmp_path)
     monkeypatch.setattr(entries, "PARALLEL_MIN", 2)
     calls: list[int] = []
 
