@@ -32,6 +32,7 @@ from digest.models import Event
 
 if TYPE_CHECKING:
     from digest.build import BuiltEdition, Plan
+    from digest.entries import Progress
 
 CACHE_DIR = ".cache"
 #: The entry table, in SHARDS files by the first hex digit of each key: an edit rewrites one.
@@ -172,7 +173,7 @@ class BuildCache:
 
     def read_all(self, items: list[tuple[Path, str]], config: Config,
                  meanwhile: Callable[[], None] | None = None,
-                 progress: Any = None) -> list[tuple[Event | None, list[Problem]]]:
+                 progress: Progress | None = None) -> list[tuple[Event | None, list[Problem]]]:
         """digest.entries.read_entries with this cache: stored entries are reused, the
         others are parsed (on all cores when there are many, MEANWHILE running here) and stored."""
         from digest.entries import MAX_ENTRY_BYTES, read_entries

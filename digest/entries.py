@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterable
 from zoneinfo import ZoneInfo
 
 from digest.config import Config
@@ -53,6 +53,12 @@ def _loaders() -> tuple[type, type]:
         for first, resolvers in base.yaml_implicit_resolvers.items()
     }
     return base, Loader
+
+
+def hidden_part(parts: Iterable[str]) -> str | None:
+    """The first hidden name (starting with a dot) among a path's PARTS below entries/:
+    the build reads nothing there (.git, an editor's .trash of deleted notes)."""
+    return next((part for part in parts if part.startswith(".")), None)
 
 
 def discover(root: Path) -> list[Path]:

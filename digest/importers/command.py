@@ -130,15 +130,16 @@ def import_command(source: str, into: Path | None, dry_run: bool, force: bool, f
 
 def _check_visible(target: Path, entries: Path) -> None:
     """Refuse a target in a hidden folder under ENTRIES: the build would never read it."""
+    from digest.entries import hidden_part
+
     try:
-        inside = target.resolve().relative_to(entries.resolve()).parts
+        hidden = hidden_part(target.resolve().relative_to(entries.resolve()).parts)
     except ValueError:
         return
-    hidden = [part for part in inside if part.startswith(".")]
     if hidden:
         raise InputError("--into names a folder digest build does not read; nothing was written.",
                          [Problem("--into", None, None, f"{_shown(target)} is inside the hidden folder "
-                                  f"{hidden[0]!r}: entries in folders whose name starts with a dot are not read",
+                                  f"{hidden!r}: entries in folders whose name starts with a dot are not read",
                                   "choose a folder without a leading dot, e.g. entries/imported")])
 
 

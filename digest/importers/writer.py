@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from digest.entries import hidden_part
 from digest.importers import Draft
 
 HASH_LINE = re.compile(r"^# import-hash: (?P<hash>[0-9a-f]{16})\b[^\n]*\n", re.MULTILINE)
@@ -129,7 +130,7 @@ def _existing(folders: Iterable[Path]) -> dict[str, Path]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*.md")):
-            if path in seen or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            if path in seen or hidden_part(path.relative_to(folder).parts):
                 continue
             seen.add(path)
             try:

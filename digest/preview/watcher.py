@@ -16,6 +16,7 @@ from pathlib import Path
 from watchfiles import Change, DefaultFilter, watch
 
 from digest.config import CONFIG_NAME
+from digest.entries import hidden_part
 
 #: Quiet time after the last change before a rebuild (ms), and the longest wait (ms).
 STEP_MS = 20
@@ -35,7 +36,7 @@ class InputFilter(DefaultFilter):
     def __call__(self, change: Change, path: str) -> bool:
         for folder in self.dirs:
             if path.startswith(folder + "/"):
-                if any(part.startswith(".") for part in path[len(folder) + 1:].split("/")):
+                if hidden_part(path[len(folder) + 1:].split("/")):
                     return False
                 break
         return super().__call__(change, path)
