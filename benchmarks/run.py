@@ -69,7 +69,7 @@ def compile_package() -> bool:
 def file_create_ms(folder: Path, count: int = 300) -> float:
     """Median ms to create one small file in a fresh folder under FOLDER: the disk's own
     cost, which every written output file pays (0.02 ms on a quiet local disk). The
-    files stay until the benchmark ends (see AFTER_DELETING)."""
+    files stay until the benchmark ends (see the comment below)."""
     work = Path(tempfile.mkdtemp(prefix="digest-fs-", dir=folder))
     samples = []
     for i in range(count):
