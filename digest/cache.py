@@ -132,6 +132,7 @@ class BuildCache:
         self._files_changed = False
         self._editions_used: set[str] = set()
         self._zones: dict[tuple[str, int, int], bytes] = {}
+        self._tzids: dict[str, str] = {}  # zone name -> icalendar's TZID (digest.ical.TZIDS)
         self.hits = 0
         self.misses = 0
         #: Compiled templates not yet written (see hold_bytecode), or None: written at once.
@@ -145,10 +146,15 @@ class BuildCache:
         from digest import ical
 
         data = _read_table(self.folder / ZONES_FILE)
-        if data.get("tool") == tool_fingerprint() and isinstance(data.get("zones"), dict):
-            self._zones = dict(data["zones"])  # from another tool or tz database: made again
+        if data.get("tool") == tool_fingerprint():  # else from another tool or tz database: made again
+            if isinstance(data.get("zones"), dict):
+                self._zones = dict(data["zones"])
+            if isinstance(data.get("tzids"), dict):
+                self._tzids = dict(data["tzids"])
         for key, value in self._zones.items():
             ical.ZONES.setdefault(key, value)
+        for name, tzid in self._tzids.items():
+            ical.TZIDS.setdefault(name, tzid)
 
     # -- entries ------------------------------------------------------------------------
 
@@ -370,9 +376,10 @@ class BuildCache:
         PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
         from digest import ical
 
-        if set(ical.ZONES) - set(self._zones):
+        if set(ical.ZONES) - set(self._zones) or set(ical.TZIDS) - set(self._tzids):
             self._zones = {**ical.ZONES, **self._zones}
-            self._write_table(ZONES_FILE, {"tool": tool_fingerprint(), "zones": self._zones})
+            self._tzids = {**ical.TZIDS, **self._tzids}
+            self._write_table(ZONES_FILE, {"tool": tool_fingerprint(), "zones": self._zones, "tzids": self._tzids})
         for index, shard in enumerate(self._entries or ()):
             if index in self._entries_dirty or set(shard) - self._entries_used:
                 kept = {k: v for k, v in shard.items() if k in self._entries_used}

@@ -221,36 +221,50 @@ def test_a_build_keeps_no_edition_bytes_in_memory(newsletter: Path, tmp_path: Pa
 
 def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newsletter: Path, tmp_path: Path,
                                                                         monkeypatch) -> None:
-    """A new process finds the VTIMEZONEs the last build made (icalendar is not asked
-    again); a store written by another tool or tz database is ignored."""
+    """A new process finds the VTIMEZONEs and zone TZIDs the last build made (icalendar
+    is neither asked again nor imported for them); a store written by another tool or
+    tz database is ignored."""
+    import icalendar.timezone.tzid
+
     from digest import ical
 
+    def new_process() -> None:
+        ical.ZONES.clear()
+        ical.TZIDS.clear()
+        ical._vevent_ical.cache_clear()
+
     out = tmp_path / "out"
-    ical.ZONES.clear()
-    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    new_process()
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=2)  # the workers look the TZIDs up
     store = out / ".cache" / cache_mod.ZONES_FILE
-    assert store.is_file() and pickle.loads(store.read_bytes())["zones"]
+    stored = pickle.loads(store.read_bytes())
+    named = {e.zone_name for e in plan(newsletter, all_weeks=True, today=TODAY).events if e.zone_name}
+    assert stored["zones"] and named and set(stored["tzids"]) >= named
+    assert stored["tzids"]["America/New_York"] == "America/New_York"
     before = snapshot(out)
     entry = sorted((newsletter / "entries").rglob("*.md"))[0]
     entry.write_text(entry.read_text(encoding="utf-8") + "\nEdited.\n", encoding="utf-8")
-    ical.ZONES.clear()  # as in a new process
+    new_process()
 
     def refuse(*args, **kwargs):
-        raise AssertionError("a VTIMEZONE was made again")
+        raise AssertionError("icalendar was asked again")
 
     monkeypatch.setattr(ical, "_make_vtimezone", refuse)
+    monkeypatch.setattr(icalendar.timezone.tzid, "tzid_from_tzinfo", refuse)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert snapshot(out) == fresh(newsletter, tmp_path) != before
 
     data = pickle.loads(store.read_bytes())
     data["tool"] = "another"
     data["zones"] = {key: b"BEGIN:VTIMEZONE\r\nTZID:stale\r\nEND:VTIMEZONE\r\n" for key in data["zones"]}
+    data["tzids"] = {name: "Stale/Zone" for name in data["tzids"]}
     store.write_bytes(pickle.dumps(data))
-    ical.ZONES.clear()
+    new_process()
     monkeypatch.undo()
     shutil.rmtree(out / ".cache" / "editions")
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
-    assert b"TZID:stale" not in b"".join(snapshot(out).values())
+    written = b"".join(snapshot(out).values())
+    assert b"TZID:stale" not in written and b"Stale/Zone" not in written and b"TZID=America/New_York" in written
 
 
 def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
