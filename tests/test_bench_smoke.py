@@ -32,6 +32,11 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
                                             "eml", "write", "replace"))
     assert results["editions"]["20"]["events"] == 20
     assert results["archive"]["editions"] >= 3
+    process = results["process"]
+    assert all(process[k] > 0 for k in ("import_floor_ms", "build_week_weekly_ms", "build_week_ms",
+                                        "build_week_cold_ms"))
+    assert process["weekly_events"] == [20]  # the new week was built, with its 20 new entries
+    assert any(name.startswith("digest build --week W / import floor: the weekly job") for name in results["summary"])
     assert {row["unit"] for row in results["summary"].values()} <= {"ms", "KB", "bytes", "x", "s", "MB"}
     report = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
     assert "| stage |" in report and "## Targets" in report and "## After deleting" in report
