@@ -240,11 +240,14 @@ def _feed_uuid(config: Config, *parts: str) -> str:
 
 
 def preload() -> None:
-    """Import the libraries the archive's feed and calendars use (VTIMEZONEs need
-    icalendar); a build does it while other processes parse entries."""
+    """Import the libraries the archive's feed and calendars use; a build does it while
+    other processes parse entries. icalendar (VTIMEZONEs, zone TZIDs) only when the cache
+    has given digest.ical no zone (a first build): else it is rarely needed (~30 ms)."""
     import importlib
 
-    for name in ("feedgen.feed", "icalendar", "icalendar.timezone.tzid"):
+    from digest import ical
+
+    for name in ("feedgen.feed",) + (() if ical.TZIDS else ("icalendar", "icalendar.timezone.tzid")):
         importlib.import_module(name)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import subprocess
 import sys
 from datetime import date
@@ -333,20 +334,39 @@ def _count_pools(monkeypatch) -> list[int]:
     return made
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_reading_progress_counts_every_entry_parsed(tmp_path, monkeypatch, parallel):
-    """Serially and in forked readers, the reading bar counts each entry parsed once; a
-    build that finds every entry in its cache parses none."""
+def _count_forks(monkeypatch) -> list[int]:
+    """Records the pid of each process os.fork makes (they still run)."""
+    import os
+
+    made: list[int] = []
+    real = os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            made.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return made
+
+
+@pytest.mark.parametrize("how", ["here", "one reader", "pool"])
+def test_reading_progress_counts_every_entry_parsed(tmp_path, monkeypatch, how):
+    """Serially, in one forked reader and in a pool of them, the reading bar counts each
+    entry parsed once; a build that finds every entry in its cache parses none."""
     from digest import entries
 
     root = _three_weeks(tmp_path)
     count = len(entries.discover(root))
-    monkeypatch.setattr(entries, "PARALLEL_MIN", 2 if parallel else 10**6)
+    monkeypatch.setattr(entries, "PARALLEL_MIN", 2 if how == "pool" else 10**6)
+    monkeypatch.setattr(entries, "FORK_MIN", 2 if how == "one reader" else 10**6)
     progress, totals, seen = _recorder()
     pools = _count_pools(monkeypatch)
+    forks = _count_forks(monkeypatch)
     build(root, tmp_path / "out", all_weeks=True, today=TODAY, read_progress=progress, jobs=1)
     assert totals == [count] and seen == [1] * count and count >= 15
-    assert len(pools) == (1 if parallel else 0)
+    assert len(pools) == (how == "pool") and (len(forks) == 1) == (how == "one reader")
     seen.clear()
     build(root, tmp_path / "out", all_weeks=True, today=TODAY, read_progress=progress)
     assert totals == [count, 0] and seen == []
@@ -394,6 +414,84 @@ def test_when_a_reader_dies_the_rest_is_read_here_and_counted(tmp_path, monkeypa
     assert victim in here and len(here) < len(items)  # the rest only, victim included
     assert [event.path if event else None for event, _ in read] == \
         [event.path if event else None for event, _ in (real_read(p, r, config) for p, r in items)]
+
+
+def test_a_few_entries_are_read_by_one_forked_reader_while_the_build_gets_ready(tmp_path, monkeypatch):
+    """From FORK_MIN entries to parse (a week's new ones), one forked process reads them
+    while MEANWHILE runs here: the same results as read here, in order; fewer are read
+    here and MEANWHILE is not run."""
+    from digest import entries
+
+    root = _three_weeks(tmp_path)
+    items = entries._discover(root)
+    config = load_config(root)
+    expected = [entries.read_entry(path, rel, config) for path, rel in items]
+    assert entries.FORK_MIN <= len(items) < entries.PARALLEL_MIN
+    forks = _count_forks(monkeypatch)
+    calls: list[int] = []
+    assert entries.read_entries(items, config, meanwhile=lambda: calls.append(1)) == expected
+    assert calls == [1] and len(forks) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forks[0], os.WNOHANG)  # reaped
+    few = items[: entries.FORK_MIN - 1]
+    assert entries.read_entries(few, config, meanwhile=lambda: calls.append(1)) == expected[: len(few)]
+    assert calls == [1] and len(forks) == 1
+
+
+def test_when_the_forked_reader_dies_or_cannot_start_the_entries_are_read_here(tmp_path, monkeypatch):
+    """A reader that dies (as when the kernel kills it) sends back nothing usable: every
+    entry is read here, each counted once. A fork that fails reads them here too."""
+    from digest import entries
+
+    root = _three_weeks(tmp_path)
+    items = entries._discover(root)
+    config = load_config(root)
+    real_read = entries.read_entry
+    expected = [real_read(path, rel, config) for path, rel in items]
+    parent, victim = os.getpid(), items[len(items) // 2][1]
+    here: list[str] = []
+
+    def dying(path, rel, config):
+        if os.getpid() != parent and rel == victim:
+            os._exit(1)
+        if os.getpid() == parent:
+            here.append(rel)
+        return real_read(path, rel, config)
+
+    monkeypatch.setattr(entries, "read_entry", dying)
+    forks = _count_forks(monkeypatch)
+    progress, totals, seen = _recorder()
+    calls: list[int] = []
+    assert entries.read_entries(items, config, meanwhile=lambda: calls.append(1), progress=progress) == expected
+    assert len(forks) == 1 and calls == [1]
+    assert here == [rel for _, rel in items] and totals == [len(items)] and seen == [1] * len(items)
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    here.clear()
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert entries.read_entries(items, config, meanwhile=lambda: calls.append(1)) == expected
+    assert here == [rel for _, rel in items] and calls == [1]  # read here: nothing to do meanwhile
+
+
+def test_an_error_meanwhile_stops_the_forked_reader_and_is_raised(tmp_path, monkeypatch):
+    """An error of MEANWHILE (a template that cannot be read, Ctrl-C) is raised as it is;
+    the reader is stopped and reaped, not left running."""
+    from digest import entries
+
+    root = _three_weeks(tmp_path)
+    items = entries._discover(root)
+    forks = _count_forks(monkeypatch)
+
+    def fail():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        entries.read_entries(items, load_config(root), meanwhile=fail)
+    assert len(forks) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forks[0], os.WNOHANG)
 
 
 def test_an_error_of_the_reading_progress_is_not_taken_for_the_readers(tmp_path, monkeypatch):
