@@ -172,24 +172,30 @@ def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Calla
                  advance: Callable[[int], None] | None) -> list[tuple[Event | None, list[Problem]]]:
     """read_entries' small case: one forked process reads ITEMS and sends them back
     through a pipe (pickled) while MEANWHILE runs here. If it cannot be started, or dies,
-    or sends back anything but all of them, ITEMS are read here; an error of MEANWHILE is
-    raised as it is, after the reader is stopped."""
+    or sends back anything but all of them, ITEMS are read here; an error of MEANWHILE
+    (or Ctrl-C) is raised as it is, once the reader is stopped and reaped."""
     import pickle
     import signal
 
+    read: list[tuple[Event | None, list[Problem]]] | None = None
     try:
         receive, send = os.pipe()
-    except OSError:
-        receive = send = -1
-    pid = -1
-    if send >= 0:
-        try:
-            pid = os.fork()
-        except OSError:  # no memory, or the process limit
-            pid = -1
+    except OSError:  # out of file descriptors
+        return [_counted(read_entry(path, rel, config), advance) for path, rel in items]
+    # Ctrl-C and SIGTERM wait until each side has its handlers in place: the reader must
+    # never run this process's code (its exception handlers, exit handlers) by mistake.
+    stop = {signal.SIGINT, signal.SIGTERM}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    try:
+        pid = os.fork()
+    except OSError:  # no memory, or the process limit
+        pid = -1
     if pid == 0:  # the reader: never returns, never runs the parent's exit handlers
         status = 1
         try:
+            for number in stop:
+                signal.signal(number, signal.SIG_DFL)  # Ctrl-C or SIGTERM end it at once
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             import gc
 
             gc.disable()  # short-lived: its collections would walk (and copy) every object inherited
@@ -200,32 +206,37 @@ def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Calla
             status = 0
         finally:
             os._exit(status)
-    if send >= 0:
-        os.close(send)
-    read: list[tuple[Event | None, list[Problem]]] | None = None
     try:
+        os.close(send)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid > 0:
-            try:
-                meanwhile()
-            except BaseException:
-                os.kill(pid, signal.SIGKILL)
-                raise
+            meanwhile()
             with open(receive, "rb", closefd=False) as pipe:
                 data = pipe.read()
             try:
                 read = pickle.loads(data)
             except Exception:  # cut short: the reader died (it is reaped below)
                 read = None
-    finally:
-        if receive >= 0:
-            os.close(receive)
+    except BaseException:
         if pid > 0:
-            _, status = os.waitpid(pid, 0)
+            os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        os.close(receive)  # a reader still writing gets EPIPE and ends
+        if pid > 0:
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # no Ctrl-C leaves it a zombie
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:  # reaped already: SIGCHLD ignored by whoever started this process
+                status = 0  # the data decides
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if status != 0:
                 read = None
     if not isinstance(read, list) or len(read) != len(items):
         return [_counted(read_entry(path, rel, config), advance) for path, rel in items]
     return [_counted(result, advance) for result in read]
+
 
 #: A progress bar's maker: PROGRESS(total) is a context that gives a function to call
 #: with each count done (or None: nothing to show).

@@ -334,6 +334,10 @@ def _count_pools(monkeypatch) -> list[int]:
     return made
 
 
+#: Entries are read in forked processes only with two or more cores (and one thread).
+FORKING = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="entries are read in forked processes from 2 cores")
+
+
 def _count_forks(monkeypatch) -> list[int]:
     """Records the pid of each process os.fork makes (they still run)."""
     import os
@@ -351,7 +355,7 @@ def _count_forks(monkeypatch) -> list[int]:
     return made
 
 
-@pytest.mark.parametrize("how", ["here", "one reader", "pool"])
+@pytest.mark.parametrize("how", ["here", pytest.param("one reader", marks=FORKING), pytest.param("pool", marks=FORKING)])
 def test_reading_progress_counts_every_entry_parsed(tmp_path, monkeypatch, how):
     """Serially, in one forked reader and in a pool of them, the reading bar counts each
     entry parsed once; a build that finds every entry in its cache parses none."""
@@ -386,6 +390,7 @@ def _dying(item):
     return real(item)
 
 
+@FORKING
 def test_when_a_reader_dies_the_rest_is_read_here_and_counted(tmp_path, monkeypatch):
     """A forked reader that dies leaves the entries read before it; the rest are read
     here, each once, and the bar still counts every entry."""
@@ -416,6 +421,7 @@ def test_when_a_reader_dies_the_rest_is_read_here_and_counted(tmp_path, monkeypa
         [event.path if event else None for event, _ in (real_read(p, r, config) for p, r in items)]
 
 
+@FORKING
 def test_a_few_entries_are_read_by_one_forked_reader_while_the_build_gets_ready(tmp_path, monkeypatch):
     """From FORK_MIN entries to parse (a week's new ones), one forked process reads them
     while MEANWHILE runs here: the same results as read here, in order; fewer are read
@@ -425,19 +431,47 @@ def test_a_few_entries_are_read_by_one_forked_reader_while_the_build_gets_ready(
     root = _three_weeks(tmp_path)
     items = entries._discover(root)
     config = load_config(root)
-    expected = [entries.read_entry(path, rel, config) for path, rel in items]
+    real_read = entries.read_entry
+    expected = [real_read(path, rel, config) for path, rel in items]
     assert entries.FORK_MIN <= len(items) < entries.PARALLEL_MIN
+    parent, here = os.getpid(), []
+
+    def reading(path, rel, config):
+        if os.getpid() == parent:
+            here.append(rel)
+        return real_read(path, rel, config)
+
+    monkeypatch.setattr(entries, "read_entry", reading)
     forks = _count_forks(monkeypatch)
     calls: list[int] = []
     assert entries.read_entries(items, config, meanwhile=lambda: calls.append(1)) == expected
-    assert calls == [1] and len(forks) == 1
+    assert calls == [1] and len(forks) == 1 and here == []  # all read there
     with pytest.raises(ChildProcessError):
         os.waitpid(forks[0], os.WNOHANG)  # reaped
     few = items[: entries.FORK_MIN - 1]
     assert entries.read_entries(few, config, meanwhile=lambda: calls.append(1)) == expected[: len(few)]
-    assert calls == [1] and len(forks) == 1
+    assert calls == [1] and len(forks) == 1 and here == [rel for _, rel in few]
 
 
+def test_the_forked_reader_works_when_sigchld_is_ignored(tmp_path):
+    """A process started with SIGCHLD ignored (some daemons and launchers pass that on)
+    has its children reaped by the kernel: waitpid finds none. The entries still come
+    from the reader, in a real `digest build` process."""
+    root = _three_weeks(tmp_path)
+    out = tmp_path / "out"
+    code = ("import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'digest'] + sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-c", code, "build", "--root", str(root), "--all", "--today",
+                           TODAY.isoformat(), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    reference = tmp_path / "reference"
+    build(root, reference, all_weeks=True, today=TODAY, use_cache=False)
+    for week in plan(root, all_weeks=True, today=TODAY).weeks:
+        assert (out / week / "digest.eml").read_bytes() == (reference / week / "digest.eml").read_bytes()
+
+
+@FORKING
 def test_when_the_forked_reader_dies_or_cannot_start_the_entries_are_read_here(tmp_path, monkeypatch):
     """A reader that dies (as when the kernel kills it) sends back nothing usable: every
     entry is read here, each counted once. A fork that fails reads them here too."""
@@ -475,6 +509,7 @@ def test_when_the_forked_reader_dies_or_cannot_start_the_entries_are_read_here(t
     assert here == [rel for _, rel in items] and calls == [1]  # read here: nothing to do meanwhile
 
 
+@FORKING
 def test_an_error_meanwhile_stops_the_forked_reader_and_is_raised(tmp_path, monkeypatch):
     """An error of MEANWHILE (a template that cannot be read, Ctrl-C) is raised as it is;
     the reader is stopped and reaped, not left running."""
@@ -494,6 +529,7 @@ def test_an_error_meanwhile_stops_the_forked_reader_and_is_raised(tmp_path, monk
         os.waitpid(forks[0], os.WNOHANG)
 
 
+@FORKING
 def test_an_error_of_the_reading_progress_is_not_taken_for_the_readers(tmp_path, monkeypatch):
     """A closed terminal under the reading bar stops the build with its own error, as a
     serial read does; it is not taken for readers that failed (read again here)."""
