@@ -20,7 +20,7 @@ from digest.editions import make_edition, resolve_week, weeks_with_content
 from digest.entries import Progress, load_events
 from digest.errors import BuildError, InputError, Problem, raise_if_errors
 from digest.finish import links_for, substitute
-from digest.ical import TZIDS, calendar_bytes, remember_vevents, vevents_made
+from digest.ical import calendar_bytes, remember_vevents, vevents_made
 from digest.message import build_message
 from digest.models import Edition, Event
 from digest.present import VIEW_ONLINE, edition_context, subject
@@ -49,8 +49,6 @@ class BuiltEdition:
     page: bytes = b""
     #: The VEVENTs its worker made (digest.ical.vevents_made), on their way to the parent.
     vevents: tuple[tuple[str, bytes, frozenset[str]], ...] = ()
-    #: The zone TZIDs its worker looked up (digest.ical.TZIDS), on their way to the parent's cache.
-    tzids: tuple[tuple[str, str], ...] = ()
 
     @property
     def html(self) -> str:
@@ -297,10 +295,8 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
         if write:
             item = write(item)
         # The parent's calendar of every event takes the VEVENTs made here instead of making them again.
-        if os.getpid() == parent:
-            return replace(item, edition=None)  # type: ignore[arg-type]  # done() gives it this process's
-        return replace(item, edition=None, vevents=vevents_made(item.edition.events, p.config, _stamp(p.today)),
-                       tzids=tuple(TZIDS.items()))  # type: ignore[arg-type]
+        vevents = vevents_made(item.edition.events, p.config, _stamp(p.today)) if os.getpid() != parent else ()
+        return replace(item, edition=None, vevents=vevents)  # type: ignore[arg-type]  # here it gets this process's
 
     def done(week: str, item: BuiltEdition) -> BuiltEdition:  # here
         if cache:
@@ -308,9 +304,7 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
         edition = editions.pop(week)
         if item.vevents:
             remember_vevents(edition.events, p.config, _stamp(p.today), item.vevents)
-        for name, tzid in item.tzids:  # kept by the cache with the VTIMEZONEs
-            TZIDS.setdefault(name, tzid)
-        return ready(replace(item, edition=edition, vevents=(), tzids=()))
+        return ready(replace(item, edition=edition, vevents=()))
 
     with (progress(len(todo)) if progress else nullcontext(None)) as advance:
         rendered = render_weeks([q for _, _, q in todo], [w for w, _, _ in todo], renderer, profile=profile,

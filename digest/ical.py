@@ -108,6 +108,15 @@ def _tzid(moment: datetime) -> str | None:
     return tzid_from_dt(moment)
 
 
+def learn_tzids(events: Iterable[Event]) -> None:
+    """Look up now the TZIDs of EVENTS' times that TZIDS lacks (importing icalendar only
+    then): forked workers inherit them, and the import, instead of each doing both."""
+    for event in events:
+        for moment in (event.start, event.end):
+            if isinstance(moment, datetime):
+                _tzid(moment)
+
+
 @lru_cache(maxsize=None)
 def _tzid_param(tzid: str) -> str:
     return ";TZID=" + _param(tzid)

@@ -142,8 +142,13 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
     if count == 1:
         return [serial(week) for week in weeks]
     global _JOB
-    # Templates compiled and premailer imported once, here: every worker inherits them.
+    # Templates compiled, premailer imported and zone TZIDs looked up once, here: every
+    # worker inherits them.
     renderer.warm()
+    from digest.ical import learn_tzids
+
+    for events in {id(p.events): p.events for p in plans}.values():
+        learn_tzids(events)
     _JOB = (plans, weeks, renderer, profile, finish)
     # Small interleaved chunks (0, n, 2n, … / 1, n+1, …): busy and quiet stretches of the
     # year balance out, and neither a worker nor the queue holds more than a few editions.

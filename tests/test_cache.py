@@ -235,7 +235,7 @@ def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newslett
 
     out = tmp_path / "out"
     new_process()
-    build(newsletter, out, all_weeks=True, today=TODAY, jobs=2)  # the workers look the TZIDs up
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=2)  # looked up before the workers fork
     store = out / ".cache" / cache_mod.ZONES_FILE
     stored = pickle.loads(store.read_bytes())
     named = {e.zone_name for e in plan(newsletter, all_weeks=True, today=TODAY).events if e.zone_name}
@@ -251,6 +251,7 @@ def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newslett
 
     monkeypatch.setattr(ical, "_make_vtimezone", refuse)
     monkeypatch.setattr(icalendar.timezone.tzid, "tzid_from_tzinfo", refuse)
+    monkeypatch.setattr(icalendar.timezone.tzid, "tzid_from_dt", refuse)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert snapshot(out) == fresh(newsletter, tmp_path) != before
 
