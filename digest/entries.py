@@ -100,7 +100,7 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
 PARALLEL_MIN = 300  # below this many files, starting processes costs more than it saves
 #: From this many files (and below PARALLEL_MIN), with something to do meanwhile, one
 #: forked process reads them while this one does it: a weekly build's new entries are
-#: read while the templates load and premailer is imported (~40 ms of a ~280 ms build).
+#: read while the templates load and premailer is imported (20-30 ms of a ~300 ms build).
 #: Fewer are read here (YAML and Markdown's imports and a few entries: ~20 ms), and
 #: MEANWHILE is left to be done when needed: a build may turn out to render nothing.
 FORK_MIN = 8
