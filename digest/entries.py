@@ -125,7 +125,7 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
         if can_fork and meanwhile is not None and FORK_MIN <= len(items) < PARALLEL_MIN:
             return _read_forked(items, config, meanwhile, advance)
         if len(items) < PARALLEL_MIN or not can_fork:
-            return [_counted(read_entry(path, rel, config), advance) for path, rel in items]
+            return _read_here(items, config, advance)
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -157,7 +157,7 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
         except (OSError, RuntimeError):  # cannot fork, or a worker died: read the rest here
             if failed is not None:
                 raise failed from None
-            return read + [_counted(read_entry(path, rel, config), advance) for path, rel in items[len(read):]]
+            return read + _read_here(items[len(read):], config, advance)
         finally:
             _READ_CONFIG = None
         if failed is not None:
@@ -181,7 +181,7 @@ def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Calla
     try:
         receive, send = os.pipe()
     except OSError:  # out of file descriptors
-        return [_counted(read_entry(path, rel, config), advance) for path, rel in items]
+        return _read_here(items, config, advance)
     # Ctrl-C and SIGTERM wait until each side has its handlers in place: the reader must
     # never run this process's code (its exception handlers, exit handlers) by mistake.
     stop = {signal.SIGINT, signal.SIGTERM}
@@ -234,7 +234,7 @@ def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Calla
             if status != 0:
                 read = None
     if not isinstance(read, list) or len(read) != len(items):
-        return [_counted(read_entry(path, rel, config), advance) for path, rel in items]
+        return _read_here(items, config, advance)
     return [_counted(result, advance) for result in read]
 
 
@@ -248,6 +248,12 @@ def _counted(result: Any, advance: Callable[[int], None] | None) -> Any:
     if advance is not None:
         advance(1)
     return result
+
+
+def _read_here(items: list[tuple[Path, str]], config: Config,
+               advance: Callable[[int], None] | None) -> list[tuple[Event | None, list[Problem]]]:
+    """read_entry for each of ITEMS in this process, each counted by ADVANCE."""
+    return [_counted(read_entry(path, rel, config), advance) for path, rel in items]
 
 
 def _read_one(item: tuple[Path, str]) -> tuple[Event | None, list[Problem]]:

@@ -147,8 +147,7 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
     renderer.warm()
     from digest.ical import learn_tzids
 
-    for events in {id(p.events): p.events for p in plans}.values():
-        learn_tzids(events)
+    learn_tzids(event for q in plans for event in q.events)
     _JOB = (plans, weeks, renderer, profile, finish)
     # Small interleaved chunks (0, n, 2n, … / 1, n+1, …): busy and quiet stretches of the
     # year balance out, and neither a worker nor the queue holds more than a few editions.
