@@ -56,15 +56,64 @@ _PACKAGE = Path(__file__).resolve().parent
 def tool_fingerprint() -> str:
     """digest's version and source, Python's version and the output-shaping libraries'."""
     h = hashlib.sha256(f"digest {__version__}\0python {sys.version}\0".encode())
-    for name in LIBRARIES:
-        try:
-            h.update(f"{name} {metadata.version(name)}\0".encode())
-        except metadata.PackageNotFoundError:
-            h.update(f"{name} -\0".encode())
+    for name, version in library_versions(LIBRARIES).items():
+        h.update(f"{name} {version}\0".encode())
     for path in sorted(_PACKAGE.rglob("*.py")):
         h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     h.update(_system_tzdata().encode())
     return h.hexdigest()
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Each library's installed version ("-" when it is not installed), as
+    importlib.metadata.version gives it: the first distribution of that name on sys.path.
+
+    metadata.version searches every path entry once per name (~8 ms for LIBRARIES, in
+    every build); here each entry is listed once and the versions read from the
+    `NAME-VERSION.dist-info` folder names pip writes. A name whose first distribution is
+    anything else (an .egg-info, a zip, a path entry that is not a folder) is asked of
+    importlib.metadata after all."""
+    wanted = {_normal(name): name for name in names}
+    found: dict[str, str] = {}
+    ask: set[str] = set()
+    for entry in sys.path:
+        if len(found) + len(ask) == len(wanted):
+            break
+        try:
+            listing = os.listdir(entry or ".")
+        except FileNotFoundError:
+            continue
+        except OSError:  # a zip or another kind of entry: importlib.metadata knows how to read it
+            ask.update(name for name in names if name not in found)
+            break
+        for item in listing:
+            stem, dot, kind = item.rpartition(".")
+            if kind not in ("dist-info", "egg-info") or not dot:
+                continue
+            project, _, version = stem.partition("-")
+            name = wanted.get(_normal(project))
+            if name is None or name in found or name in ask:
+                continue
+            if kind == "dist-info" and version and "-" not in version:
+                found[name] = version
+            else:
+                ask.add(name)
+    versions = {}
+    for name in names:
+        if name in found:
+            versions[name] = found[name]
+            continue
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "-"
+    return versions
+
+
+def _normal(project: str) -> str:
+    """A project name as PEP 503 compares them: PyYAML and pyyaml, markdown_it_py and
+    markdown-it-py are one."""
+    return "-".join(part for part in project.replace("_", "-").replace(".", "-").lower().split("-") if part)
 
 
 def _system_tzdata() -> str:

@@ -11,10 +11,8 @@ is raised exactly as a serial build raises it.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, timedelta
@@ -137,9 +135,13 @@ def render_weeks(plans: list[Plan], weeks: list[str], renderer: Renderer, *, pro
         return finished[week]
 
     count = workers_for(len(weeks), jobs)
-    if count > 1 and (threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods()):
-        count = 1
-    if count == 1:
+    if count == 1 or threading.active_count() > 1:
+        return [serial(week) for week in weeks]
+    # Imported only here: a one-edition build (the weekly job) does without them (~6 ms).
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    if "fork" not in multiprocessing.get_all_start_methods():
         return [serial(week) for week in weeks]
     global _JOB
     # Templates compiled, premailer imported and zone TZIDs looked up once, here: every

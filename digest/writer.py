@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -11,9 +10,12 @@ import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Iterator, Mapping
 
 from digest.errors import BuildError
+
+if TYPE_CHECKING:
+    import ctypes
 
 LOCK_NAME = ".digest.lock"
 _RENAME_EXCHANGE = 2
@@ -21,7 +23,10 @@ _RENAME_EXCHANGE = 2
 
 @lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL | None:
-    """The C library this process already has loaded (find_library would run a subprocess)."""
+    """The C library this process already has loaded (find_library would run a subprocess).
+    ctypes is imported only here: a build that swaps no folder does without it (~2 ms)."""
+    import ctypes
+
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
@@ -38,6 +43,8 @@ def _exchange(a: Path, b: Path) -> bool:
     result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
     if result == 0:
         return True
+    import ctypes
+
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
         return False

@@ -124,10 +124,52 @@ def test_new_tool_version_starts_afresh(newsletter: Path, tmp_path: Path, render
     assert len(renders) == 2 * first
 
 
-def test_fingerprint_covers_source_and_libraries() -> None:
-    cache_mod.tool_fingerprint.cache_clear()
-    value = cache_mod.tool_fingerprint()
-    assert len(value) == 64 and value == cache_mod.tool_fingerprint()
+def test_fingerprint_covers_source_and_libraries(tmp_path: Path, monkeypatch) -> None:
+    from importlib import metadata
+
+    def fingerprint() -> str:
+        cache_mod.tool_fingerprint.cache_clear()
+        return cache_mod.tool_fingerprint()
+
+    first = fingerprint()
+    assert len(first) == 64 and first == fingerprint()
+    # The versions read from folder names are importlib.metadata's, for every library.
+    expected = {}
+    for name in cache_mod.LIBRARIES:
+        try:
+            expected[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            expected[name] = "-"
+    assert cache_mod.library_versions(cache_mod.LIBRARIES) == expected
+    assert cache_mod.library_versions(("no-such-project-here",)) == {"no-such-project-here": "-"}
+
+    # An upgraded library (here: one earlier on sys.path) is another tool.
+    site = tmp_path / "site"
+    (site / "Jinja2-99.0.dist-info").mkdir(parents=True)
+    (site / "Jinja2-99.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: Jinja2\nVersion: 99.0\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert cache_mod.library_versions(("jinja2",)) == {"jinja2": "99.0"} == {"jinja2": metadata.version("jinja2")}
+    upgraded = fingerprint()
+    assert upgraded != first
+    # An .egg-info first on sys.path: importlib.metadata reads it, and so does the fingerprint.
+    eggs = tmp_path / "eggs"
+    (eggs / "markdown_it_py-0.1-py3.11.egg-info").mkdir(parents=True)
+    (eggs / "markdown_it_py-0.1-py3.11.egg-info" / "PKG-INFO").write_text(
+        "Metadata-Version: 1.1\nName: markdown-it-py\nVersion: 0.1\n")
+    monkeypatch.syspath_prepend(str(eggs))
+    assert cache_mod.library_versions(("markdown-it-py",)) == {"markdown-it-py": "0.1"}
+    assert fingerprint() not in (first, upgraded)
+
+    # So is an edit to digest's own source.
+    monkeypatch.undo()
+    package = tmp_path / "package"
+    shutil.copytree(cache_mod._PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache_mod, "_PACKAGE", package)
+    assert fingerprint() == first
+    (package / "present.py").write_text((package / "present.py").read_text() + "\n# edited\n")
+    assert fingerprint() != first
+    monkeypatch.undo()
+    assert fingerprint() == first
 
 
 def test_corrupt_or_foreign_cache_files_are_misses(newsletter: Path, tmp_path: Path) -> None:
