@@ -40,6 +40,8 @@ ENTRY_SHARDS = "entries"
 SHARDS = 16
 ZONES_FILE = "vtimezones.pickle"
 STAMPS_FILE = "stamps.pickle"
+#: What premailer parsed (digest.render.inline_parses), for the next build's process.
+INLINE_FILE = "inline.pickle"
 #: Entry file -> (size, modification time, inode, settings key, entry key) when last read.
 FILES_FILE = "files.pickle"
 #: A file modified this recently when read is read again next time ("racily clean", as git says).
@@ -186,7 +188,9 @@ class BuildCache:
         self.misses = 0
         #: Compiled templates not yet written (see hold_bytecode), or None: written at once.
         self._held: list[tuple[Any, Any]] | None = None
+        self._inline_keys: tuple[frozenset, frozenset] = (frozenset(), frozenset())
         self._load_zones()
+        self._load_inline()
 
     # -- VTIMEZONEs ---------------------------------------------------------------------
 
@@ -204,6 +208,30 @@ class BuildCache:
             ical.ZONES.setdefault(key, value)
         for name, tzid in self._tzids.items():
             ical.TZIDS.setdefault(name, tzid)
+
+    # -- premailer's parses -------------------------------------------------------------
+
+    def _load_inline(self) -> None:
+        """Give digest.render what premailer parsed in earlier builds (same tool: same
+        premailer, cssutils and options)."""
+        data = _read_table(self.folder / INLINE_FILE)
+        if data.get("tool") != tool_fingerprint() or not isinstance(data.get("parses"), dict):
+            return
+        from digest.render import seed_inline_parses
+
+        parses = data["parses"]
+        seed_inline_parses(parses)
+        self._inline_keys = (frozenset(parses.get("rules") or ()), frozenset(parses.get("pairs") or ()))
+
+    def _save_inline(self) -> None:
+        if "digest.render" not in sys.modules:  # nothing was rendered
+            return
+        from digest.render import inline_parses
+
+        parses = inline_parses()
+        if (frozenset(parses["rules"]), frozenset(parses["pairs"])) != self._inline_keys:
+            self._write_table(INLINE_FILE, {"tool": tool_fingerprint(), "parses": parses})
+            self._inline_keys = (frozenset(parses["rules"]), frozenset(parses["pairs"]))
 
     # -- entries ------------------------------------------------------------------------
 
@@ -421,14 +449,15 @@ class BuildCache:
     # -- saving -------------------------------------------------------------------------
 
     def save(self, *, prune_editions: bool = False) -> None:
-        """Write the entry table (only the files still in use) and any new VTIMEZONEs; with
-        PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
+        """Write the entry table (only the files still in use), any new VTIMEZONEs and
+        premailer's new parses; with PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
         from digest import ical
 
         if set(ical.ZONES) - set(self._zones) or set(ical.TZIDS) - set(self._tzids):
             self._zones = {**ical.ZONES, **self._zones}
             self._tzids = {**ical.TZIDS, **self._tzids}
             self._write_table(ZONES_FILE, {"tool": tool_fingerprint(), "zones": self._zones, "tzids": self._tzids})
+        self._save_inline()
         for index, shard in enumerate(self._entries or ()):
             if index in self._entries_dirty or set(shard) - self._entries_used:
                 kept = {k: v for k, v in shard.items() if k in self._entries_used}

@@ -369,7 +369,7 @@ def _premailer_class() -> type:
             del sys.modules["requests"]
 
     class Inliner(Premailer):  # type: ignore[misc]
-        rules: dict[tuple[str, int], tuple[list, list]] = {}
+        rules: dict[tuple[str, int], tuple[list, list]] = dict(_SEEDS["rules"])
 
         def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list, list]:
             # The same content CSS every edition: parse (cssutils) and serialise it once.
@@ -381,10 +381,65 @@ def _premailer_class() -> type:
             return self.rules[key]
 
     _INLINER = Inliner
+    _seed_premailer(_SEEDS["pairs"])
     return Inliner
 
 
 _INLINER: type | None = None
+
+#: What premailer parsed with cssutils in earlier builds (kept by digest.cache): the
+#: content CSS's rules, and the declaration lists premailer's own cache keeps (its keys,
+#: each a `csstext_to_pairs` call's arguments). A fresh process's first edition parses
+#: nothing it has seen before: ~10 ms of the weekly job, most of it cssutils.
+_SEEDS: dict[str, dict] = {"rules": {}, "pairs": {}}
+#: How many of each are kept between builds: the templates' styles come to a few dozen.
+SEEDS_KEPT = 512
+
+
+def _seed_premailer(pairs: dict) -> None:
+    from premailer.cache import cache, cache_access_lock
+
+    with cache_access_lock:
+        for key, value in pairs.items():
+            if key not in cache:
+                cache[key] = value
+
+
+def seed_inline_parses(parses: dict) -> None:
+    """Give this process the parses an earlier build kept (see inline_parses)."""
+    rules, pairs = parses.get("rules"), parses.get("pairs")
+    if isinstance(rules, dict):
+        _SEEDS["rules"].update(rules)
+        if _INLINER is not None:
+            for key, value in rules.items():
+                _INLINER.rules.setdefault(key, value)  # type: ignore[attr-defined]
+    if isinstance(pairs, dict):
+        _SEEDS["pairs"].update(pairs)
+        if _INLINER is not None:
+            _seed_premailer(pairs)
+
+
+def inline_parses() -> dict[str, dict]:
+    """The parses this process knows (seeded or made), for the cache to keep: plain
+    strings and tuples only, so a later process can take them as they are."""
+    rules = dict(_SEEDS["rules"])
+    pairs = dict(_SEEDS["pairs"])
+    if _INLINER is not None:
+        from premailer.cache import cache, cache_access_lock
+
+        for key, (found, leftover) in _INLINER.rules.items():  # type: ignore[attr-defined]
+            if all(isinstance(item, tuple) for item in leftover):  # not cssutils' @media rules
+                rules[key] = (found, leftover)
+        with cache_access_lock:
+            made = list(cache.items())
+        for key, value in made:  # csstext_to_pairs' lists; the cache also holds parsed sheets and selectors
+            if isinstance(value, list) and all(isinstance(pair, tuple) and len(pair) == 2
+                                               and all(isinstance(part, str) for part in pair) for pair in value):
+                pairs[key] = value
+    if len(rules) > SEEDS_KEPT or len(pairs) > SEEDS_KEPT:  # a long-lived process's: start over
+        rules = dict(list(rules.items())[-SEEDS_KEPT:])
+        pairs = dict(list(pairs.items())[-SEEDS_KEPT:])
+    return {"rules": rules, "pairs": pairs}
 
 
 def inline_css(html: str, css: str) -> str:

@@ -310,6 +310,79 @@ def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newslett
     assert b"TZID:stale" not in written and b"Stale/Zone" not in written and b"TZID=America/New_York" in written
 
 
+def test_premailer_parses_are_kept_between_builds_and_never_from_another_tool(newsletter: Path, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """A new process inlines with the CSS rules and declarations the last build parsed:
+    cssutils parses nothing (and the bytes are an uncached build's); a store written by
+    another tool is ignored."""
+    import cssutils
+    import premailer.cache
+
+    from digest import render
+
+    def new_process() -> None:
+        monkeypatch.setattr(render, "_INLINER", None)
+        monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
+        premailer.cache.cache.clear()
+
+    out = tmp_path / "out"
+    new_process()
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    store = out / ".cache" / cache_mod.INLINE_FILE
+    stored = pickle.loads(store.read_bytes())
+    assert stored["tool"] == cache_mod.tool_fingerprint()
+    assert len(stored["parses"]["rules"]) == 1 and len(stored["parses"]["pairs"]) >= 5
+    entry = sorted((newsletter / "entries").rglob("*.md"))[0]
+    entry.write_text(entry.read_text(encoding="utf-8") + "\nEdited.\n", encoding="utf-8")
+    before = store.stat().st_mtime_ns
+    new_process()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("cssutils parsed again")
+
+    monkeypatch.setattr(cssutils, "parseString", refuse)
+    monkeypatch.setattr(cssutils, "parseStyle", refuse)
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    monkeypatch.undo()
+    assert store.stat().st_mtime_ns == before  # nothing new to keep: not rewritten
+    assert snapshot(out) == fresh(newsletter, tmp_path)
+
+    data = pickle.loads(store.read_bytes())
+    data["tool"] = "another"
+    rules = data["parses"]["rules"]
+    data["parses"]["rules"] = {key: ([(spec, selector, "color:#abcdef") for spec, selector, _ in found], left)
+                               for key, (found, left) in rules.items()}
+    data["parses"]["pairs"] = {key: [("color", "#abcdef")] for key in data["parses"]["pairs"]}
+    store.write_bytes(pickle.dumps(data))
+    new_process()
+    shutil.rmtree(out / ".cache" / "editions")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert b"abcdef" not in b"".join(snapshot(out).values())
+    assert pickle.loads(store.read_bytes())["tool"] == cache_mod.tool_fingerprint()  # written again, for this tool
+    monkeypatch.undo()
+
+
+def test_premailer_parses_kept_are_bounded_and_plain(monkeypatch) -> None:
+    """Only csstext_to_pairs' lists of string pairs are kept (not parsed sheets or
+    selectors), and at most SEEDS_KEPT of each kind, the latest."""
+    import premailer.cache
+
+    from digest import render
+
+    monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
+    render._premailer_class()
+    monkeypatch.setattr(render._INLINER, "rules", {})
+    premailer.cache.cache.clear()
+    render.seed_inline_parses({"pairs": {(f"color:#{i:06x}",): [("color", f"#{i:06x}")]
+                                         for i in range(render.SEEDS_KEPT + 10)}})
+    premailer.cache.cache[("a selector",)] = object()  # what _create_cssselector keeps
+    kept = render.inline_parses()
+    assert len(kept["pairs"]) == render.SEEDS_KEPT and ("a selector",) not in kept["pairs"]
+    assert (f"color:#{render.SEEDS_KEPT + 9:06x}",) in kept["pairs"] and ("color:#000000",) not in kept["pairs"]
+    assert kept["rules"] == {}
+    premailer.cache.cache.clear()
+
+
 def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
     """An untouched edition folder (every file's size, times and inode as recorded) is
     trusted without loading the cached edition; a file edited in place, even to the same
