@@ -21,7 +21,6 @@ import shutil
 import sys
 import time
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -105,6 +104,8 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
         if name in found:
             versions[name] = found[name]
             continue
+        from importlib import metadata  # ~10 ms of imports (email, zipfile, csv): only when asked
+
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
