@@ -172,6 +172,28 @@ def test_feed_is_atom(dist: Path) -> None:
     assert datetime.fromisoformat(root.findtext(f"{A}updated")) == max(stamps)
 
 
+def test_feed_content_is_escaped_html() -> None:
+    """Each entry's content is HTML whose text is the titles and organizers as written:
+    markup in them is text, never an element."""
+    from digest.archive import Listed, feed_bytes
+
+    config = load_config(REPO)
+    hostile = Listed(week="2020-W41", first=date(2020, 10, 5), last=date(2020, 10, 11), subject="S <b>", preheader="",
+                     count=2, events=(("<script>alert(1)</script> & co", 'Org "A" <i>'), ("Plain", "B")),
+                     href="2020-W41/")
+    single = Listed(week="2020-W40", first=date(2020, 9, 28), last=date(2020, 10, 4), subject="T", preheader="",
+                    count=1, events=(), href="2020-W40/")
+    entries = ET.fromstring(feed_bytes(config, [single, hostile])).findall(f"{A}entry")
+    content = [entry.findtext(f"{A}content") for entry in entries]
+    page = Page()
+    page.feed(content[0])
+    page.close()
+    assert [tag for tag, _ in page.tags] == ["p", "ul", "li", "li"]
+    assert "".join(page.text) == (f"{hostile.range}: 2 events.<script>alert(1)</script> & co (Org \"A\" <i>)"
+                                  "Plain (B)")
+    assert content[1] == f"<p>{single.range}: 1 event.</p>"
+
+
 def test_events_ics_has_every_dated_entry(dist: Path) -> None:
     config = load_config(REPO)
     events, _ = load_events(REPO, config)
