@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from digest import __version__
 from digest.config import Config
@@ -287,13 +287,14 @@ def feed_bytes(config: Config, listing: list[Listed]) -> bytes:
 
 def _feed_content(item: Listed) -> str:
     """An edition's summary in its feed entry: the week, the count and each event with its
-    organizer, escaped as the templates' autoescape does (a template compiled afresh in
-    every build cost ~5 ms)."""
-    html = Markup("<p>{}: {} event{}.</p>").format(item.range, item.count, "s" if item.count != 1 else "")
+    organizer, escaped as the templates' autoescape does (markupsafe's escape). Neither a
+    template compiled afresh in every build (~5 ms) nor Markup.format (string.Formatter,
+    ~0.2 ms an edition) is needed for this."""
+    html = f"<p>{escape(item.range)}: {item.count} event{'s' if item.count != 1 else ''}.</p>"
     if item.events:
-        html += Markup("<ul>{}</ul>").format(
-            Markup("").join(Markup("<li>{} ({})</li>").format(title, organizer) for title, organizer in item.events))
-    return str(html)
+        html += "<ul>" + "".join(f"<li>{escape(title)} ({escape(organizer)})</li>"
+                                 for title, organizer in item.events) + "</ul>"
+    return html
 
 
 def calendar_of_everything(p: Plan) -> bytes:
