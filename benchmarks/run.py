@@ -23,6 +23,7 @@ import time
 from dataclasses import replace
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -283,24 +284,61 @@ print(json.dumps({{"samples": samples, "editions": len(built)}}))
 """
 
 
-def process_floor(tmp: Path, single: Path, repeat: int) -> dict:
+def process_floor(tmp: Path, single: Path, repeat: int, year: int = 51) -> dict:
     """`digest build --week W` as a fresh process, next to the bare import floor:
 
     - weekly: a run of weekly jobs as cron makes them. The output folder is as last
       week's job left it (the archive of the weeks before); this week's 20 entries are
       new since then. Each run builds the next week, at least 2 s after the run before
-      (digest.cache does not trust a file written less than 2 s before it looked);
+      (digest.cache does not trust a file written less than 2 s before it looked). Twice:
+      a newsletter's first weeks (4 built before), and a year on (YEAR weeks built before:
+      the calendar of every event, the feed, the index and the entry cache are a year's);
     - unchanged: the same week again, nothing changed (the output folder from the run before);
     - cold: no output folder, no cache (every template compiled, every entry parsed), for
       SINGLE, a newsletter of one 20-event week.
 
     The floor is measured between the builds, so that a slow spell of the machine moves both."""
+    floor: list[float] = []
+
+    def measure_floor() -> None:
+        floor.append(run_process([sys.executable, "-c", "import jinja2, mjml, premailer"])[0])
+
+    weekly, shown, out, root, last = _weekly_jobs(tmp / "weekly", 4, repeat, measure_floor)
+    weekly_year, shown_year, *_ = _weekly_jobs(tmp / "weekly-year", year, repeat, measure_floor)
+
+    def command(week: str, dist: Path, at: Path) -> list[str]:
+        return digest_cmd("build", "--root", str(at), "--week", week, "--today", TODAY, "--out", str(dist))
+
+    unchanged = []
+    time.sleep(2.0)  # as the weekly runs: the cache trusts what the last build wrote
+    for _ in range(repeat):
+        measure_floor()
+        unchanged.append(run_process(command(last, out, root))[0])
+    cold, single_week = [], _busiest_week(single)
+    for i in range(repeat):  # each into a new folder
+        measure_floor()
+        cold.append(run_process(command(single_week, out.parent / f"cold-{i}", single))[0])
+    result = {"import_floor_ms": median_ms(floor), "build_week_weekly_ms": median_ms(weekly[1:]),
+              "build_week_weekly_year_ms": median_ms(weekly_year[1:]), "year_weeks_before": year,
+              "build_week_ms": median_ms(unchanged), "build_week_cold_ms": median_ms(cold),
+              "weekly_events": shown[1:], "weekly_year_events": shown_year[1:]}
+    result["ratio_weekly"] = round(result["build_week_weekly_ms"] / result["import_floor_ms"], 2)
+    result["ratio_weekly_year"] = round(result["build_week_weekly_year_ms"] / result["import_floor_ms"], 2)
+    result["ratio"] = round(result["build_week_ms"] / result["import_floor_ms"], 2)
+    result["ratio_cold"] = round(result["build_week_cold_ms"] / result["import_floor_ms"], 2)
+    return result
+
+
+def _weekly_jobs(root: Path, before: int, repeat: int,
+                 measure_floor: Callable[[], None]) -> tuple[list[float], list[int], Path, Path, str]:
+    """BEFORE weeks built (`--all`), then 1 + REPEAT weekly jobs, each with its week's
+    entries put back first: (times, events each built week shows, the output folder,
+    the newsletter, the last week built). The first job is for the disk's and the OS's
+    caches as a weekly job finds them: not counted by the caller."""
     from datetime import date as day
 
-    before = 4  # weeks already built: every time zone the synthetic newsletters use has come up
-    root = tmp / "weekly"
     labels = make_newsletter(root, weeks=before + repeat + 1, per_week=20)
-    later = tmp / "weekly-later"
+    later = root.parent / f"{root.name}-later"
     later.mkdir()
     by_week: dict[str, list[Path]] = {}
     for path in sorted((root / "entries").rglob("*.md")):
@@ -310,41 +348,19 @@ def process_floor(tmp: Path, single: Path, repeat: int) -> dict:
             by_week.setdefault(label, []).append(path)
             path.rename(later / path.name)
     os.sync()
-    out = Path(tempfile.mkdtemp(prefix="digest-bench-"))
-    floor: list[float] = []
-
-    def measure_floor() -> None:
-        floor.append(run_process([sys.executable, "-c", "import jinja2, mjml, premailer"])[0])
-
-    def command(week: str, dist: str, at: Path = root) -> list[str]:
-        return digest_cmd("build", "--root", str(at), "--week", week, "--today", TODAY, "--out", str(out / dist))
-
-    run_process(digest_cmd("build", "--root", str(root), "--all", "--today", TODAY, "--out", str(out / "dist")))
-    weekly, shown = [], []
-    for week in labels[before:]:  # the first one unmeasured: the disk's and the OS's caches as a weekly job finds them
+    out = Path(tempfile.mkdtemp(prefix="digest-bench-")) / "dist"
+    run_process(digest_cmd("build", "--root", str(root), "--all", "--today", TODAY, "--out", str(out)))
+    times, shown = [], []
+    for week in labels[before:]:
         for path in by_week.get(week, []):
             (later / path.name).rename(path)
         time.sleep(2.0)
         measure_floor()
-        weekly.append(run_process(command(week, "dist"))[0])
-        manifest = json.loads((out / "dist" / week / "manifest.json").read_text(encoding="utf-8"))
+        times.append(run_process(digest_cmd("build", "--root", str(root), "--week", week, "--today", TODAY,
+                                            "--out", str(out)))[0])
+        manifest = json.loads((out / week / "manifest.json").read_text(encoding="utf-8"))
         shown.append(len(manifest["events"]))  # the week the job was to build, with its new entries
-    unchanged = []
-    time.sleep(2.0)  # as the weekly runs: the cache trusts what the last build wrote
-    for _ in range(repeat):
-        measure_floor()
-        unchanged.append(run_process(command(labels[-1], "dist"))[0])
-    cold, single_week = [], _busiest_week(single)
-    for i in range(repeat):  # each into a new folder
-        measure_floor()
-        cold.append(run_process(command(single_week, f"cold-{i}", single))[0])
-    result = {"import_floor_ms": median_ms(floor), "build_week_weekly_ms": median_ms(weekly[1:]),
-              "build_week_ms": median_ms(unchanged), "build_week_cold_ms": median_ms(cold),
-              "weekly_events": shown[1:]}
-    result["ratio_weekly"] = round(result["build_week_weekly_ms"] / result["import_floor_ms"], 2)
-    result["ratio"] = round(result["build_week_ms"] / result["import_floor_ms"], 2)
-    result["ratio_cold"] = round(result["build_week_cold_ms"] / result["import_floor_ms"], 2)
-    return result
+    return times, shown, out, root, labels[-1]
 
 
 def archive(root: Path, repeat: int) -> dict:
@@ -451,6 +467,9 @@ def summary(results: dict) -> dict:
     if "process" in results:
         row("digest build --week W / import floor: the weekly job (this week's 20 entries new)",
             results["process"]["ratio_weekly"], TARGETS["process_ratio"], "x")
+        if "ratio_weekly_year" in results["process"]:
+            row(f"the same, a year on ({results['process']['year_weeks_before']} weeks in the archive)",
+                results["process"]["ratio_weekly_year"], TARGETS["process_ratio"], "x")
         row("the same, nothing changed", results["process"]["ratio"], TARGETS["process_ratio"], "x")
         row("the same, cold (no output folder)", results["process"]["ratio_cold"], TARGETS["process_ratio"], "x")
     if "archive" in results:
@@ -525,6 +544,9 @@ def markdown(results: dict, previous: dict | None) -> str:
                   f"- `digest build --week W` (20 events), the weekly job: the output folder as last week's job "
                   f"left it, this week's 20 entries new since: {p['build_week_weekly_ms']:,} ms "
                   f"({p['ratio_weekly']}x the floor)",
+                  f"- the same, a year on ({p.get('year_weeks_before', '?')} weeks in the archive: the calendar of "
+                  f"every event, the feed, the index and the entry cache are a year's): "
+                  f"{p.get('build_week_weekly_year_ms', 0):,} ms ({p.get('ratio_weekly_year', '?')}x the floor)",
                   f"- the same week again, nothing changed: {p['build_week_ms']:,} ms ({p['ratio']}x the floor)",
                   f"- the same, cold (no output folder, no cache): {p['build_week_cold_ms']:,} ms "
                   f"({p['ratio_cold']}x the floor)"]
@@ -615,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["editions"][str(n)]["runs"] = max(1, runs)
         if "process" not in args.skip:
             say("digest build --week W as a process …", "process")
-            results["process"] = process_floor(tmp, newsletter("week-20", weeks=1, per_week=20), repeat)
+            results["process"] = process_floor(tmp, newsletter("week-20", weeks=1, per_week=20), repeat,
+                                               year=3 if args.quick else 51)
         weeks, per = (3, 5) if args.quick else (52, 20)
         if "archive" not in args.skip:
             say(f"archive {weeks} x {per}, cold and warm …", "archive")

@@ -33,9 +33,12 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
     assert results["editions"]["20"]["events"] == 20
     assert results["archive"]["editions"] >= 3
     process = results["process"]
-    assert all(process[k] > 0 for k in ("import_floor_ms", "build_week_weekly_ms", "build_week_ms",
-                                        "build_week_cold_ms"))
-    assert process["weekly_events"] == [20]  # the new week was built, with its 20 new entries
+    assert all(process[k] > 0 for k in ("import_floor_ms", "build_week_weekly_ms", "build_week_weekly_year_ms",
+                                        "build_week_ms", "build_week_cold_ms"))
+    # The new week was built, with its 20 new entries: after 4 weeks, and after "a year" (3 in --quick).
+    assert process["weekly_events"] == [20] and process["weekly_year_events"] == [20]
+    assert process["year_weeks_before"] == 3
+    assert any(name.startswith("the same, a year on (3 weeks") for name in results["summary"])
     assert any(name.startswith("digest build --week W / import floor: the weekly job") for name in results["summary"])
     assert {row["unit"] for row in results["summary"].values()} <= {"ms", "KB", "bytes", "x", "s", "MB"}
     report = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
