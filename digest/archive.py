@@ -297,16 +297,22 @@ def _feed_content(item: Listed) -> str:
     return html
 
 
-def calendar_of_everything(p: Plan) -> bytes:
+def calendar_of_everything(p: Plan, known: dict | None = None) -> bytes:
     """Every dated event, one VEVENT each, with its stable UID (calendar apps update, never duplicate).
 
     Cancelled and postponed events stay in, as STATUS:CANCELLED / TENTATIVE: a subscribed
-    calendar that already shows them then marks them, instead of silently keeping them."""
+    calendar that already shows them then marks them, instead of silently keeping them.
+    KNOWN: VEVENTs made before (see calendar_bytes); those of events no longer here are dropped."""
     zone = p.config.zone
     events = sorted((e for e in p.events if e.status in ("scheduled", "cancelled", "postponed") and e.start is not None),
                     key=lambda e: e.sort_key(zone))
     stamp = datetime.combine(p.today, time(0), timezone.utc)
-    return calendar_bytes(events, p.config, stamp, p.config.name)
+    data = calendar_bytes(events, p.config, stamp, p.config.name, known)
+    if known is not None:
+        current = {(e.path, e.content_hash) for e in events}
+        for key in [key for key in known if key not in current]:
+            del known[key]
+    return data
 
 
 def _cached(cache: BuildCache | None, parts: Iterable[str], make: Callable[[], bytes]) -> bytes:
@@ -329,7 +335,8 @@ def _cached_calendar(cache: BuildCache | None, p: Plan) -> bytes:
     from digest.cache import config_fingerprint, tool_fingerprint
 
     return _cached(cache, ("events.ics", tool_fingerprint(), config_fingerprint(p.config), p.today.isoformat(),
-                          *(f"{e.path}\0{e.content_hash}" for e in p.events)), lambda: calendar_of_everything(p))
+                          *(f"{e.path}\0{e.content_hash}" for e in p.events)),
+                   lambda: calendar_of_everything(p, cache.vevents(p.config) if cache is not None else None))
 
 
 def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> bytes:

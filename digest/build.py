@@ -20,7 +20,7 @@ from digest.editions import make_edition, resolve_week, weeks_with_content
 from digest.entries import Progress, load_events
 from digest.errors import BuildError, InputError, Problem, raise_if_errors
 from digest.finish import links_for, substitute
-from digest.ical import calendar_bytes, remember_vevents, vevents_made
+from digest.ical import Parts, calendar_bytes, remember_vevents, vevents_made
 from digest.message import build_message
 from digest.models import Edition, Event
 from digest.present import VIEW_ONLINE, edition_context, subject
@@ -48,7 +48,7 @@ class BuiltEdition:
     #: Its web page without the previous/next links (digest.archive fills them in), when rendered.
     page: bytes = b""
     #: The VEVENTs its worker made (digest.ical.vevents_made), on their way to the parent.
-    vevents: tuple[tuple[str, bytes, frozenset[str]], ...] = ()
+    vevents: tuple[tuple[str, Parts], ...] = ()
 
     @property
     def html(self) -> str:
@@ -295,7 +295,7 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
         if write:
             item = write(item)
         # The parent's calendar of every event takes the VEVENTs made here instead of making them again.
-        vevents = vevents_made(item.edition.events, p.config, _stamp(p.today)) if os.getpid() != parent else ()
+        vevents = vevents_made(item.edition.events, p.config) if os.getpid() != parent else ()
         return replace(item, edition=None, vevents=vevents)  # type: ignore[arg-type]  # here it gets this process's
 
     def done(week: str, item: BuiltEdition) -> BuiltEdition:  # here
@@ -303,7 +303,7 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
             cache.used(item.key)
         edition = editions.pop(week)
         if item.vevents:
-            remember_vevents(edition.events, p.config, _stamp(p.today), item.vevents)
+            remember_vevents(edition.events, p.config, item.vevents)
         return ready(replace(item, edition=edition, vevents=()))
 
     with (progress(len(todo)) if progress else nullcontext(None)) as advance:

@@ -41,6 +41,8 @@ ZONES_FILE = "vtimezones.pickle"
 STAMPS_FILE = "stamps.pickle"
 #: What premailer parsed (digest.render.inline_parses), for the next build's process.
 INLINE_FILE = "inline.pickle"
+#: The VEVENTs of the calendar of every event (digest.ical.Parts), by (path, content hash).
+VEVENTS_FILE = "vevents.pickle"
 #: Entry file -> (size, modification time, inode, settings key, entry key) when last read.
 FILES_FILE = "files.pickle"
 #: A file modified this recently when read is read again next time ("racily clean", as git says).
@@ -190,6 +192,9 @@ class BuildCache:
         #: Compiled templates not yet written (see hold_bytecode), or None: written at once.
         self._held: list[tuple[Any, Any]] | None = None
         self._inline_keys: tuple[frozenset, frozenset] = (frozenset(), frozenset())
+        self._vevents: dict[tuple[str, str], Any] | None = None
+        self._vevents_tag: tuple[str, str] = ("", "")
+        self._vevents_loaded: frozenset = frozenset()
         self._load_zones()
         self._load_inline()
 
@@ -233,6 +238,27 @@ class BuildCache:
         if (frozenset(parses["rules"]), frozenset(parses["pairs"])) != self._inline_keys:
             self._write_table(INLINE_FILE, {"tool": tool_fingerprint(), "parses": parses})
             self._inline_keys = (frozenset(parses["rules"]), frozenset(parses["pairs"]))
+
+    # -- VEVENTs --------------------------------------------------------------------------
+
+    def vevents(self, config: Config) -> dict[tuple[str, str], Any]:
+        """The VEVENTs earlier builds made with CONFIG (and this tool), by (entry path, content
+        hash): digest.ical.calendar_bytes' KNOWN. The build adds what it makes and removes
+        what its events no longer name; save() keeps the table. A week's calendar of every
+        event is then assembled from it: a year's VEVENTs took ~25 ms to make."""
+        if self._vevents is None:
+            tag = (tool_fingerprint(), config_fingerprint(config))
+            data = _read_table(self.folder / VEVENTS_FILE)
+            table = data.get("vevents") if data.get("tag") == tag else None
+            self._vevents = dict(table) if isinstance(table, dict) else {}
+            self._vevents_tag = tag
+            self._vevents_loaded = frozenset(self._vevents)
+        return self._vevents
+
+    def _save_vevents(self) -> None:
+        if self._vevents is not None and frozenset(self._vevents) != self._vevents_loaded:
+            self._write_table(VEVENTS_FILE, {"tag": self._vevents_tag, "vevents": self._vevents})
+            self._vevents_loaded = frozenset(self._vevents)
 
     # -- entries ------------------------------------------------------------------------
 
@@ -450,8 +476,8 @@ class BuildCache:
     # -- saving -------------------------------------------------------------------------
 
     def save(self, *, prune_editions: bool = False) -> None:
-        """Write the entry table (only the files still in use), any new VTIMEZONEs and
-        premailer's new parses; with PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
+        """Write the entry table (only the files still in use), any new VTIMEZONEs,
+        premailer's new parses and the calendar's VEVENTs; with PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
         from digest import ical
 
         if set(ical.ZONES) - set(self._zones) or set(ical.TZIDS) - set(self._tzids):
@@ -459,6 +485,7 @@ class BuildCache:
             self._tzids = {**ical.TZIDS, **self._tzids}
             self._write_table(ZONES_FILE, {"tool": tool_fingerprint(), "zones": self._zones, "tzids": self._tzids})
         self._save_inline()
+        self._save_vevents()
         for index, shard in enumerate(self._entries or ()):
             if index in self._entries_dirty or set(shard) - self._entries_used:
                 kept = {k: v for k, v in shard.items() if k in self._entries_used}

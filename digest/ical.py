@@ -152,13 +152,34 @@ _HEAD = b"".join(line + b"\r\n" for line in (
     b"BEGIN:VCALENDAR", b"VERSION:2.0", _line("PRODID", _text(PRODID)), b"CALSCALE:GREGORIAN", b"METHOD:PUBLISH"))
 
 
-def calendar_bytes(events: list[Event] | tuple[Event, ...], config: Config, stamp: datetime, name: str) -> bytes:
-    """A VCALENDAR with the dated events, their VTIMEZONEs, CRLF and folded lines."""
+#: A VEVENT without its DTSTAMP line: (the lines before it, the lines after it, its TZIDs).
+Parts = tuple[bytes, bytes, frozenset[str]]
+
+
+def calendar_bytes(events: list[Event] | tuple[Event, ...], config: Config, stamp: datetime, name: str,
+                   known: dict[tuple[str, str], Parts] | None = None) -> bytes:
+    """A VCALENDAR with the dated events, their VTIMEZONEs, CRLF and folded lines.
+
+    KNOWN, when given, holds VEVENTs by (path, content hash) for this config (the build
+    cache keeps them between builds: the calendar of every event is then assembled, not
+    made): they are taken from it, and those it lacks are added."""
     if "\n" in name:
         raise ValueError(f"a calendar name must be one line: {name!r}")
     utc_stamp = stamp.astimezone(timezone.utc)
-    parts = [_vevent_ical(event, config.sender_address, utc_stamp) for event in events
-             if event.start is not None and event.status in ("scheduled", "cancelled", "postponed")]
+    sender = config.sender_address
+    dtstamp = _dtstamp(utc_stamp) + b"\r\n"
+    parts = []
+    for event in events:
+        if event.start is None or event.status not in ("scheduled", "cancelled", "postponed"):
+            continue
+        if known is not None and event.content_hash:
+            key = (event.path, event.content_hash)
+            found = known.get(key)
+            if found is None:
+                found = known[key] = _vevent_ical.parts(event, sender)
+        else:
+            found = _vevent_ical.parts(event, sender)
+        parts.append((found[0] + dtstamp + found[1], found[2]))
     tzids = sorted(set().union(*(used for _, used in parts)))
     years = [moment.year for event in events for moment in (event.start, event.end) if isinstance(moment, date)]
     # What icalendar's Calendar gives with these properties, the VTIMEZONEs (in a stable
@@ -170,43 +191,53 @@ def calendar_bytes(events: list[Event] | tuple[Event, ...], config: Config, stam
 
 
 class _VEvents:
-    """_vevent_ical: each VEVENT made once per process, and taken as made by a build's
-    worker (remember) so the parent's calendar of every event does not make it again."""
+    """_vevent_ical: each VEVENT made once per process (without its DTSTAMP, which is the
+    build's day), and taken as made by a build's worker (remember) so the parent's
+    calendar of every event does not make it again."""
 
     LIMIT = 16_384  # oldest first out: ~1 KB each
 
-    def __init__(self, make: Callable[[Event, str, datetime], tuple[bytes, frozenset[str]]]) -> None:
+    def __init__(self, make: Callable[[Event, str], Parts]) -> None:
         self.__wrapped__ = make
-        self.made: dict[tuple[Event, str, datetime], tuple[bytes, frozenset[str]]] = {}
+        self.made: dict[tuple[Event, str], Parts] = {}
 
-    def __call__(self, event: Event, sender_address: str, stamp: datetime) -> tuple[bytes, frozenset[str]]:
-        key = (event, sender_address, stamp)
+    def parts(self, event: Event, sender_address: str) -> Parts:
+        key = (event, sender_address)
         found = self.made.get(key)
         if found is None:
-            found = self.__wrapped__(event, sender_address, stamp)
-            self.remember(event, sender_address, stamp, found)
+            found = self.__wrapped__(event, sender_address)
+            self.remember(event, sender_address, found)
         return found
 
-    def remember(self, event: Event, sender_address: str, stamp: datetime,
-                 made: tuple[bytes, frozenset[str]]) -> None:
+    def remember(self, event: Event, sender_address: str, made: Parts) -> None:
         """Keep MADE as EVENT's VEVENT: what __wrapped__ gave for an equal Event (the
         same file, read with the same config) in a forked worker."""
         if len(self.made) >= self.LIMIT:
             del self.made[next(iter(self.made))]
-        self.made[(event, sender_address, stamp)] = made
+        self.made[(event, sender_address)] = made
 
-    def made_for(self, events: Iterable[Event], sender_address: str,
-                 stamp: datetime) -> tuple[tuple[str, bytes, frozenset[str]], ...]:
-        """(path, bytes, TZIDs) of the VEVENTs of EVENTS this process has made."""
-        found = ((event.path, self.made.get((event, sender_address, stamp))) for event in events)
-        return tuple((path, made[0], made[1]) for path, made in found if made is not None)
+    def made_for(self, events: Iterable[Event], sender_address: str) -> tuple[tuple[str, Parts], ...]:
+        """(path, parts) of the VEVENTs of EVENTS this process has made."""
+        found = ((event.path, self.made.get((event, sender_address))) for event in events)
+        return tuple((path, made) for path, made in found if made is not None)
 
     def cache_clear(self) -> None:
         self.made.clear()
 
 
-def _make_vevent(event: Event, sender_address: str, stamp: datetime) -> tuple[bytes, frozenset[str]]:
-    """One VEVENT's bytes and the TZIDs it uses (UTC needs no VTIMEZONE)."""
+def vevent_bytes(event: Event, sender_address: str, stamp: datetime) -> tuple[bytes, frozenset[str]]:
+    """EVENT's VEVENT with STAMP as its DTSTAMP, made afresh, and the TZIDs it uses."""
+    head, tail, tzids = _make_vevent(event, sender_address)
+    return head + _dtstamp(_utc(stamp)) + b"\r\n" + tail, tzids
+
+
+def _utc(stamp: datetime) -> datetime:
+    # icalendar writes DTSTAMP in UTC, taking a naive time as UTC.
+    return stamp.astimezone(timezone.utc) if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
+
+
+def _make_vevent(event: Event, sender_address: str) -> Parts:
+    """One VEVENT's lines before and after its DTSTAMP, and the TZIDs it uses (UTC needs no VTIMEZONE)."""
     tzids: set[str] = set()
     lines = [b"BEGIN:VEVENT", _line("SUMMARY", _text(event.title))]
     start, end = event.start, event.end
@@ -217,9 +248,8 @@ def _make_vevent(event: Event, sender_address: str, stamp: datetime) -> tuple[by
     elif isinstance(start, date):
         last = end if isinstance(end, date) else start
         lines += (_when("DTSTART", start, tzids), _when("DTEND", last + timedelta(days=1), tzids))
-    # icalendar writes DTSTAMP in UTC, taking a naive time as UTC.
-    utc = stamp.astimezone(timezone.utc) if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
-    lines += (_dtstamp(utc), _line("UID", _text(event.uid)))
+    head = b"\r\n".join(lines) + b"\r\n"
+    lines = [_line("UID", _text(event.uid))]
     # The other properties in alphabetical order, as icalendar sorts them.
     if event.tags:
         lines.append(_line("CATEGORIES", ",".join(_text(tag) for tag in event.tags)))
@@ -238,26 +268,23 @@ def _make_vevent(event: Event, sender_address: str, stamp: datetime) -> tuple[by
     if event.register:
         lines.append(_line("URL", _verbatim(event.register, "URI")))
     lines.append(b"END:VEVENT\r\n")
-    return b"\r\n".join(lines), frozenset(tzids)
+    return head, b"\r\n".join(lines), frozenset(tzids)
 
 
 _vevent_ical = _VEvents(_make_vevent)
 
 
-def vevents_made(events: Iterable[Event], config: Config,
-                 stamp: datetime) -> tuple[tuple[str, bytes, frozenset[str]], ...]:
-    """The VEVENTs of EVENTS made here for calendar_bytes(…, CONFIG, STAMP, …), by path."""
-    return _vevent_ical.made_for(events, config.sender_address, stamp.astimezone(timezone.utc))
+def vevents_made(events: Iterable[Event], config: Config) -> tuple[tuple[str, Parts], ...]:
+    """The VEVENTs of EVENTS made here for CONFIG, by path (without DTSTAMP: see Parts)."""
+    return _vevent_ical.made_for(events, config.sender_address)
 
 
-def remember_vevents(events: Iterable[Event], config: Config, stamp: datetime,
-                     made: tuple[tuple[str, bytes, frozenset[str]], ...]) -> None:
+def remember_vevents(events: Iterable[Event], config: Config, made: tuple[tuple[str, Parts], ...]) -> None:
     """Take MADE (vevents_made in a forked worker) as the VEVENTs of EVENTS, matched by path."""
     by_path = {event.path: event for event in events}
-    utc = stamp.astimezone(timezone.utc)
-    for path, data, tzids in made:
+    for path, parts in made:
         if path in by_path:
-            _vevent_ical.remember(by_path[path], config.sender_address, utc, (data, tzids))
+            _vevent_ical.remember(by_path[path], config.sender_address, parts)
 
 
 #: VTIMEZONE bytes by (TZID, first year, last year): made here once, and kept between

@@ -30,10 +30,10 @@ def snapshot(out: Path) -> dict[str, bytes]:
             if p.is_file() and not p.relative_to(out).as_posix().startswith((".cache/", ".digest.lock"))}
 
 
-def fresh(root: Path, tmp: Path, **kwargs) -> dict[str, bytes]:
+def fresh(root: Path, tmp: Path, today: date = TODAY, **kwargs) -> dict[str, bytes]:
     out = tmp / "fresh"
     shutil.rmtree(out, ignore_errors=True)
-    build(root, out, all_weeks=True, today=TODAY, use_cache=False, jobs=1, **kwargs)
+    build(root, out, all_weeks=True, today=today, use_cache=False, jobs=1, **kwargs)
     return snapshot(out)
 
 
@@ -362,6 +362,58 @@ def test_premailer_parses_are_kept_between_builds_and_never_from_another_tool(ne
     monkeypatch.undo()
 
 
+def test_calendar_vevents_are_kept_between_builds_and_never_stale(newsletter: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """The calendar of every event is assembled from the VEVENTs earlier builds made
+    (without their DTSTAMP): only an edited entry's is made again, the old one is
+    dropped, and the bytes are a fresh calendar's, on another day too. A table kept for
+    another config or tool is not used."""
+    from digest import ical
+    from digest.archive import calendar_of_everything
+
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    store = out / ".cache" / cache_mod.VEVENTS_FILE
+    p = plan(newsletter, all_weeks=True, today=TODAY)
+    dated = {(e.path, e.content_hash) for e in p.events if e.start is not None and e.status != "tba"}
+    assert len(dated) > 10 and set(pickle.loads(store.read_bytes())["vevents"]) == dated
+
+    entry = sorted((newsletter / "entries").rglob("*.md"))[0]
+    entry.write_text(entry.read_text(encoding="utf-8") + "\nEdited.\n", encoding="utf-8")
+    later = date(2020, 1, 9)
+    edited = plan(newsletter, all_weeks=True, today=later)
+    ical._vevent_ical.cache_clear()  # as in a new process
+    made: list[str] = []
+    real = ical._vevent_ical.__wrapped__
+
+    def counting(event, sender):
+        made.append(event.path)
+        return real(event, sender)
+
+    monkeypatch.setattr(ical._vevent_ical, "__wrapped__", counting)
+    known = cache_mod.BuildCache(out).vevents(edited.config)
+    assembled = calendar_of_everything(edited, known)
+    assert made == [entry.relative_to(newsletter).as_posix()]
+    assert set(known) == {(e.path, e.content_hash) for e in edited.events if e.start is not None
+                          and e.status != "tba"} != dated
+    ical._vevent_ical.cache_clear()
+    assert assembled == calendar_of_everything(edited)
+    assert b"DTSTAMP:20200109T000000Z" in assembled and b"DTSTAMP:20200101" not in assembled
+
+    # Another config's (or tool's) table is not used, whatever it holds.
+    data = pickle.loads(store.read_bytes())
+    data["tag"] = ("another tool", data["tag"][1])
+    data["vevents"] = {key: (b"BEGIN:VEVENT\r\n", b"X-STALE:1\r\nEND:VEVENT\r\n", frozenset())
+                       for key in data["vevents"]}
+    store.write_bytes(pickle.dumps(data))
+    monkeypatch.undo()
+    ical._vevent_ical.cache_clear()
+    build(newsletter, out, all_weeks=True, today=later, jobs=1)
+    assert b"X-STALE" not in (out / "events.ics").read_bytes()
+    assert snapshot(out) == fresh(newsletter, tmp_path, today=later)
+    assert pickle.loads(store.read_bytes())["tag"][0] == cache_mod.tool_fingerprint()
+
+
 def test_premailer_parses_kept_are_bounded_and_plain(monkeypatch) -> None:
     """Only csstext_to_pairs' lists of string pairs are kept (not parsed sheets or
     selectors), and at most SEEDS_KEPT of each kind, the latest."""
@@ -515,9 +567,9 @@ def test_the_parent_takes_the_vevents_its_workers_made(tmp_path: Path, monkeypat
     made_here: list[str] = []
     real = ical._vevent_ical.__wrapped__
 
-    def counting(event, sender, stamp):
+    def counting(event, sender):
         made_here.append(event.path)  # counted in this process only: a worker's list is its own copy
-        return real(event, sender, stamp)
+        return real(event, sender)
 
     monkeypatch.setattr(ical._vevent_ical, "__wrapped__", counting)
     ical._vevent_ical.cache_clear()
@@ -543,16 +595,16 @@ def test_remembered_vevents_go_only_to_the_event_with_that_path(tmp_path: Path) 
     first, second = p.events[:2]
     stamp = digest.build._stamp(TODAY)
     ical._vevent_ical.cache_clear()
-    ical.remember_vevents([first], p.config, stamp, (("elsewhere.md", b"BEGIN:VEVENT\r\nX\r\nEND:VEVENT\r\n",
-                                                      frozenset()),))
+    ical.remember_vevents([first], p.config, (("elsewhere.md", (b"BEGIN:VEVENT\r\n", b"X\r\nEND:VEVENT\r\n",
+                                                                 frozenset())),))
     assert not ical._vevent_ical.made  # no event here has that path
-    made = ical.vevents_made([second], p.config, stamp)
+    made = ical.vevents_made([second], p.config)
     assert made == ()
     ical.calendar_bytes([second], p.config, stamp, "x")
-    made = ical.vevents_made([second], p.config, stamp)
-    assert [path for path, _, _ in made] == [second.path]
+    made = ical.vevents_made([second], p.config)
+    assert [path for path, _ in made] == [second.path]
     ical._vevent_ical.cache_clear()
-    ical.remember_vevents([copy(second)], p.config, stamp, made)
+    ical.remember_vevents([copy(second)], p.config, made)
     assert ical.calendar_bytes([second], p.config, stamp, "x").count(b"BEGIN:VEVENT") == 1
     ical._vevent_ical.cache_clear()
 
