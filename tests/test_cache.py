@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import digest.build
+import digest.entries
 from benchmarks.synth import make_newsletter
 from digest import cache as cache_mod
 from digest.build import build, plan
@@ -183,6 +184,66 @@ def test_corrupt_or_foreign_cache_files_are_misses(newsletter: Path, tmp_path: P
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert snapshot(out) == fresh(newsletter, tmp_path)
     assert all(isinstance(pickle.loads(shard.read_bytes()), dict) for shard in shards)
+
+
+def test_new_entries_go_to_the_last_shard_and_edits_rewrite_only_theirs(newsletter: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """A weekly build's new entries rewrite the last shard only; an edit rewrites the old
+    entry's shard and the last; a shard left empty is removed; what is stored is what a
+    fresh build reads. A cache of 16 shards by key (the layout before) is read too."""
+    monkeypatch.setattr(cache_mod, "SHARD_SIZE", 5)
+    out = tmp_path / "out"
+    folder = out / ".cache" / cache_mod.ENTRY_SHARDS
+    entries = sorted((newsletter / "entries").rglob("*.md"))
+    held = tmp_path / "held"
+    held.mkdir()
+    for path in entries[-2:]:  # next week's, not written yet
+        path.rename(held / path.name)
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+
+    def shards() -> dict[str, tuple[int, int, int]]:
+        return {p.name: cache_mod._identity(p) for p in sorted(folder.glob("*.pickle"))}
+
+    def stored() -> dict[str, set[str]]:
+        return {name: set(pickle.loads((folder / name).read_bytes())) for name in shards()}
+
+    first = shards()
+    assert list(first) == ["0.pickle", "1.pickle", "2.pickle"] and [len(k) for k in stored().values()] == [5, 5, 4]
+    for path in entries[-2:]:
+        (held / path.name).rename(path)
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    second = shards()
+    assert {name for name in second if second[name] != first.get(name)} == {"2.pickle", "3.pickle"}
+    assert [len(k) for k in stored().values()] == [5, 5, 5, 1]
+
+    entries[0].write_text(entries[0].read_text(encoding="utf-8") + "\nEdited.\n", encoding="utf-8")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    third = shards()
+    assert {name for name in third if third[name] != second.get(name)} == {"0.pickle", "3.pickle"}
+    assert [len(k) for k in stored().values()] == [4, 5, 5, 2]
+    for path in entries[1:5]:  # the rest of shard 0: to the last shards
+        path.write_text(path.read_text(encoding="utf-8") + "\nEdited.\n", encoding="utf-8")
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert list(shards()) == ["1.pickle", "2.pickle", "3.pickle", "4.pickle"]
+    assert [len(k) for k in stored().values()] == [5, 5, 5, 1]
+    assert snapshot(out) == fresh(newsletter, tmp_path)
+    assert sum(map(len, stored().values())) == len(list((newsletter / "entries").rglob("*.md")))
+
+    # The layout of earlier versions: shards by the key's first hex digit.
+    table: dict[str, object] = {}
+    for name in shards():
+        table.update(pickle.loads((folder / name).read_bytes()))
+        (folder / name).unlink()
+    for key, value in table.items():
+        path = folder / f"{key[0]}.pickle"
+        old = pickle.loads(path.read_bytes()) if path.exists() else {}
+        path.write_bytes(pickle.dumps({**old, key: value}))
+    before = shards()
+    renders = []
+    real = digest.entries.read_entry
+    monkeypatch.setattr(digest.entries, "read_entry", lambda *a: renders.append(a) or real(*a))
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    assert renders == [] and shards() == before  # all found, nothing rewritten
 
 
 def test_damaged_output_folder_is_rewritten(newsletter: Path, tmp_path: Path) -> None:
