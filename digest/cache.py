@@ -40,7 +40,7 @@ CACHE_DIR = ".cache"
 #: shards by key, as before, were nearly all rewritten: ~30 ms for a year's entries); an
 #: edit rewrites the old entry's shard and the last one.
 ENTRY_SHARDS = "entries"
-SHARD_SIZE = 128
+SHARD_SIZE = 64
 ZONES_FILE = "vtimezones.pickle"
 STAMPS_FILE = "stamps.pickle"
 #: What premailer parsed (digest.render.inline_parses), for the next build's process.
