@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         if "process" not in args.skip:
             say("digest build --week W as a process …", "process")
             results["process"] = process_floor(tmp, newsletter("week-20", weeks=1, per_week=20), repeat,
-                                               year=3 if args.quick else 51)
+                                               year=6 if args.quick else 51)
         weeks, per = (3, 5) if args.quick else (52, 20)
         if "archive" not in args.skip:
             say(f"archive {weeks} x {per}, cold and warm …", "archive")

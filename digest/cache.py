@@ -1,14 +1,18 @@
 """The incremental-build cache, under OUT/.cache/: parsed entries and rendered editions.
 
-Every key is a SHA-256 of everything the cached value was made from, so a changed
-input is a different key and can never find old output:
+Every key names everything the cached value was made from, so a changed input is a
+different key and can never find old output. Entries and editions are keyed by a
+SHA-256 of:
 - an entry: the tool's fingerprint, the config, the file's path and bytes;
 - an edition: the tool's fingerprint, the config, every template file (name and
   bytes), the profile, "today", the warnings, the neighbouring weeks and the path and
   content hash of every event the edition shows (in its place).
 The tool's fingerprint covers digest's own source files and the versions of the
 libraries that shape the output, so editing the code or upgrading a library (not only
-bumping __version__) starts afresh. Unreadable or corrupt cache files are misses.
+bumping __version__) starts afresh. The smaller tables are each tagged with what
+they hold for: VTIMEZONEs and premailer's parses (keyed by zone, CSS text) with the
+tool's fingerprint; the calendar's VEVENTs (keyed by entry path and content hash) with
+the tool's and the config's. Unreadable or corrupt cache files are misses.
 Cache files are pickles: only a build run by the same user writes them.
 """
 
@@ -86,6 +90,9 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
     for entry in sys.path:
         if len(found) + len(ask) == len(wanted):
             break
+        if entry.lower().endswith(".egg"):  # an egg folder or file: its EGG-INFO is a distribution
+            ask.update(name for name in names if name not in found)
+            break
         try:
             listing = os.listdir(entry or ".")
         except FileNotFoundError:
@@ -95,6 +102,7 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
             break
         for item in listing:
             stem, dot, kind = item.rpartition(".")
+            kind = kind.lower()  # as importlib.metadata compares them
             if kind not in ("dist-info", "egg-info") or not dot:
                 continue
             project, _, version = stem.partition("-")
@@ -352,10 +360,13 @@ class BuildCache:
                 missing.append(index)
         self._files_changed = self._files != known
         parsed = read_entries([items[i] for i in missing], config, meanwhile, progress)
+        shard = self._open_shard()
         for index, (event, problems) in zip(missing, parsed):
             results[index] = (event, problems)
             if index in keys:
-                key, shard = keys[index], self._open_shard()
+                key = keys[index]
+                if len(stored.get(shard, ())) >= SHARD_SIZE:
+                    shard += 1
                 stored.setdefault(shard, {})[key] = (event, list(problems))
                 self._where[key] = shard
                 self._entries_dirty.add(shard)

@@ -399,10 +399,15 @@ SEEDS_KEPT = 512
 def _seed_premailer(pairs: dict) -> None:
     from premailer.cache import cache, cache_access_lock
 
+    if not pairs or cache.maxsize < 1:  # PREMAILER_CACHE_MAXSIZE=0: premailer's cache is off
+        return
     with cache_access_lock:
         for key, value in pairs.items():
             if key not in cache:
-                cache[key] = value
+                try:
+                    cache[key] = value
+                except ValueError:  # larger than the cache holds (cachetools): not kept, as premailer does
+                    return
 
 
 def seed_inline_parses(parses: dict) -> None:
@@ -420,8 +425,9 @@ def seed_inline_parses(parses: dict) -> None:
 
 
 def inline_parses() -> dict[str, dict]:
-    """The parses this process knows (seeded or made), for the cache to keep: plain
-    strings and tuples only, so a later process can take them as they are."""
+    """The parses this process knows (seeded or made), for the cache to keep: the values
+    are strings and tuples of strings; premailer's keys are cachetools' hashkeys (tuples
+    that name cachetools' marker class: a cachetools without it makes the file a miss)."""
     rules = dict(_SEEDS["rules"])
     pairs = dict(_SEEDS["pairs"])
     if _INLINER is not None:
@@ -436,7 +442,9 @@ def inline_parses() -> dict[str, dict]:
             if isinstance(value, list) and all(isinstance(pair, tuple) and len(pair) == 2
                                                and all(isinstance(part, str) for part in pair) for pair in value):
                 pairs[key] = value
-    if len(rules) > SEEDS_KEPT or len(pairs) > SEEDS_KEPT:  # a long-lived process's: start over
+    if len(rules) > SEEDS_KEPT or len(pairs) > SEEDS_KEPT:
+        # Bounded (~1.5 MB at most): the ones first seen last are kept. A style used every
+        # week but first seen long ago may go, and is parsed (and kept) again next time.
         rules = dict(list(rules.items())[-SEEDS_KEPT:])
         pairs = dict(list(pairs.items())[-SEEDS_KEPT:])
     return {"rules": rules, "pairs": pairs}

@@ -143,6 +143,13 @@ def test_fingerprint_covers_source_and_libraries(tmp_path: Path, monkeypatch) ->
             expected[name] = "-"
     assert cache_mod.library_versions(cache_mod.LIBRARIES) == expected
     assert cache_mod.library_versions(("no-such-project-here",)) == {"no-such-project-here": "-"}
+    with monkeypatch.context() as patch:  # read from the folder names, not asked of importlib.metadata
+
+        def refuse(name):
+            raise AssertionError(f"importlib.metadata asked for {name}")
+
+        patch.setattr(metadata, "version", refuse)
+        assert cache_mod.library_versions(cache_mod.LIBRARIES) == expected
 
     # An upgraded library (here: one earlier on sys.path) is another tool.
     site = tmp_path / "site"
@@ -160,6 +167,12 @@ def test_fingerprint_covers_source_and_libraries(tmp_path: Path, monkeypatch) ->
     monkeypatch.syspath_prepend(str(eggs))
     assert cache_mod.library_versions(("markdown-it-py",)) == {"markdown-it-py": "0.1"}
     assert fingerprint() not in (first, upgraded)
+    # An egg on sys.path (its EGG-INFO folder has no version in its name): asked too.
+    egg = tmp_path / "feedgen-97.0-py3.11.egg"
+    (egg / "EGG-INFO").mkdir(parents=True)
+    (egg / "EGG-INFO" / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: feedgen\nVersion: 97.0\n")
+    monkeypatch.syspath_prepend(str(egg))
+    assert cache_mod.library_versions(("feedgen",)) == {"feedgen": metadata.version("feedgen")} == {"feedgen": "97.0"}
 
     # So is an edit to digest's own source.
     monkeypatch.undo()
@@ -173,17 +186,22 @@ def test_fingerprint_covers_source_and_libraries(tmp_path: Path, monkeypatch) ->
     assert fingerprint() == first
 
 
-def test_corrupt_or_foreign_cache_files_are_misses(newsletter: Path, tmp_path: Path) -> None:
+def test_corrupt_or_foreign_cache_files_are_misses(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(cache_mod, "SHARD_SIZE", 5)  # several shards
     out = tmp_path / "out"
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     shards = sorted((out / ".cache" / cache_mod.ENTRY_SHARDS).glob("*.pickle"))
+    assert len(shards) >= 3
     for shard in shards:
         shard.write_bytes(b"not a pickle")
     for path in (out / ".cache" / "editions").glob("*.pickle"):
         path.write_bytes(path.read_bytes()[:20])
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     assert snapshot(out) == fresh(newsletter, tmp_path)
-    assert all(isinstance(pickle.loads(shard.read_bytes()), dict) for shard in shards)
+    # Each unreadable shard is rewritten or removed; every entry is stored once.
+    tables = [pickle.loads(shard.read_bytes()) for shard in sorted((out / ".cache" / cache_mod.ENTRY_SHARDS).glob("*"))]
+    keys = [key for table in tables for key in table]
+    assert len(keys) == len(set(keys)) == len(list((newsletter / "entries").rglob("*.md")))
 
 
 def test_new_entries_go_to_the_last_shard_and_edits_rewrite_only_theirs(newsletter: Path, tmp_path: Path,
@@ -240,6 +258,7 @@ def test_new_entries_go_to_the_last_shard_and_edits_rewrite_only_theirs(newslett
         path.write_bytes(pickle.dumps({**old, key: value}))
     before = shards()
     renders = []
+    monkeypatch.setattr(digest.entries, "FORK_MIN", 10**6)  # any entry read is read here, and counted
     real = digest.entries.read_entry
     monkeypatch.setattr(digest.entries, "read_entry", lambda *a: renders.append(a) or real(*a))
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
@@ -436,7 +455,8 @@ def test_calendar_vevents_are_kept_between_builds_and_never_stale(newsletter: Pa
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     store = out / ".cache" / cache_mod.VEVENTS_FILE
     p = plan(newsletter, all_weeks=True, today=TODAY)
-    dated = {(e.path, e.content_hash) for e in p.events if e.start is not None and e.status != "tba"}
+    dated = {(e.path, e.content_hash) for e in p.events
+             if e.start is not None and e.status in ("scheduled", "cancelled", "postponed")}
     assert len(dated) > 10 and set(pickle.loads(store.read_bytes())["vevents"]) == dated
 
     entry = sorted((newsletter / "entries").rglob("*.md"))[0]
@@ -456,29 +476,31 @@ def test_calendar_vevents_are_kept_between_builds_and_never_stale(newsletter: Pa
     assembled = calendar_of_everything(edited, known)
     assert made == [entry.relative_to(newsletter).as_posix()]
     assert set(known) == {(e.path, e.content_hash) for e in edited.events if e.start is not None
-                          and e.status != "tba"} != dated
+                          and e.status in ("scheduled", "cancelled", "postponed")} != dated
     ical._vevent_ical.cache_clear()
     assert assembled == calendar_of_everything(edited)
     assert b"DTSTAMP:20200109T000000Z" in assembled and b"DTSTAMP:20200101" not in assembled
 
-    # Another config's (or tool's) table is not used, whatever it holds.
-    data = pickle.loads(store.read_bytes())
-    data["tag"] = ("another tool", data["tag"][1])
-    data["vevents"] = {key: (b"BEGIN:VEVENT\r\n", b"X-STALE:1\r\nEND:VEVENT\r\n", frozenset())
-                       for key in data["vevents"]}
-    store.write_bytes(pickle.dumps(data))
+    # Another tool's or another config's table is not used, whatever it holds.
     monkeypatch.undo()
-    ical._vevent_ical.cache_clear()
-    build(newsletter, out, all_weeks=True, today=later, jobs=1)
-    assert b"X-STALE" not in (out / "events.ics").read_bytes()
-    assert snapshot(out) == fresh(newsletter, tmp_path, today=later)
-    assert pickle.loads(store.read_bytes())["tag"][0] == cache_mod.tool_fingerprint()
+    for day, tag in ((later, lambda t: ("another tool", t[1])), (date(2020, 1, 10), lambda t: (t[0], "another config"))):
+        data = pickle.loads(store.read_bytes())
+        data["tag"] = tag(data["tag"])
+        data["vevents"] = {key: (b"BEGIN:VEVENT\r\n", b"X-STALE:1\r\nEND:VEVENT\r\n", frozenset())
+                           for key in data["vevents"]}
+        store.write_bytes(pickle.dumps(data))
+        ical._vevent_ical.cache_clear()
+        build(newsletter, out, all_weeks=True, today=day, jobs=1)
+        assert b"X-STALE" not in (out / "events.ics").read_bytes()
+        assert snapshot(out) == fresh(newsletter, tmp_path, today=day)
+        assert pickle.loads(store.read_bytes())["tag"][0] == cache_mod.tool_fingerprint()
 
 
 def test_premailer_parses_kept_are_bounded_and_plain(monkeypatch) -> None:
     """Only csstext_to_pairs' lists of string pairs are kept (not parsed sheets or
     selectors), and at most SEEDS_KEPT of each kind, the latest."""
     import premailer.cache
+    from cachetools.keys import hashkey
 
     from digest import render
 
@@ -486,14 +508,30 @@ def test_premailer_parses_kept_are_bounded_and_plain(monkeypatch) -> None:
     render._premailer_class()
     monkeypatch.setattr(render._INLINER, "rules", {})
     premailer.cache.cache.clear()
-    render.seed_inline_parses({"pairs": {(f"color:#{i:06x}",): [("color", f"#{i:06x}")]
+    def key(style: str) -> tuple:  # as premailer's cache keys csstext_to_pairs(style, validate=False)
+        return hashkey(style, validate=False)
+
+    render.seed_inline_parses({"pairs": {key(f"color:#{i:06x}"): [("color", f"#{i:06x}")]
                                          for i in range(render.SEEDS_KEPT + 10)}})
-    premailer.cache.cache[("a selector",)] = object()  # what _create_cssselector keeps
+    premailer.cache.cache[hashkey("a selector")] = object()  # what _create_cssselector keeps
     kept = render.inline_parses()
-    assert len(kept["pairs"]) == render.SEEDS_KEPT and ("a selector",) not in kept["pairs"]
-    assert (f"color:#{render.SEEDS_KEPT + 9:06x}",) in kept["pairs"] and ("color:#000000",) not in kept["pairs"]
+    assert len(kept["pairs"]) == render.SEEDS_KEPT and hashkey("a selector") not in kept["pairs"]
+    assert key(f"color:#{render.SEEDS_KEPT + 9:06x}") in kept["pairs"] and key("color:#000000") not in kept["pairs"]
     assert kept["rules"] == {}
+    assert pickle.loads(pickle.dumps(kept)) == kept  # as the cache stores it
     premailer.cache.cache.clear()
+
+
+def test_premailer_cache_turned_off_is_not_seeded(monkeypatch) -> None:
+    """PREMAILER_CACHE_MAXSIZE=0 (premailer's way to turn its cache off): seeds are not kept, no error."""
+    import cachetools
+    import premailer.cache
+
+    from digest import render
+
+    monkeypatch.setattr(premailer.cache, "cache", cachetools.LFUCache(maxsize=0))
+    render._seed_premailer({("color:red",): [("color", "red")]})
+    assert len(premailer.cache.cache) == 0
 
 
 def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
