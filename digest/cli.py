@@ -179,7 +179,26 @@ def list_editions(root: Path, today) -> None:
                    f"{len(e.deadlines):>2} deadline(s) {len(e.ongoing):>2} ongoing {len(e.tba):>2} tba")
 
 
+#: Commands that run once and end (a cron job's build): see _one_shot.
+ONE_SHOT = ("build", "check")
+
+
+def _one_shot(args: list[str]) -> bool:
+    """Whether ARGS run a command of ONE_SHOT. Such a process runs without the cyclic
+    garbage collector: its passes over everything a build holds (modules, templates, a
+    year's events) took 17 ms of a weekly build and ~40 ms a year on, while a weekly
+    build leaves ~1,000 objects in reference cycles (a 52-week `--all` ~4,000: its peak
+    memory did not change). Reference counting frees everything else as before. The
+    preview server and sending keep the collector."""
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    return command in ONE_SHOT
+
+
 def main() -> None:
+    if _one_shot(sys.argv[1:]):
+        import gc
+
+        gc.disable()
     try:
         cli.main(standalone_mode=False, prog_name="digest")
         _leaving()

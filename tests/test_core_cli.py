@@ -51,3 +51,25 @@ def test_a_missing_root_is_a_clear_error():
     result = CliRunner().invoke(cli, ["check", "--root", "/nonexistent/newsletter"])
     assert result.exit_code == 2
     assert "Directory '/nonexistent/newsletter' does not exist" in result.output
+
+
+def test_one_shot_commands_run_without_the_cycle_collector(tmp_path):
+    """`digest build` and `digest check` turn the cyclic garbage collector off for their
+    process (see digest.cli._one_shot); the preview server and send keep it."""
+    import subprocess
+    import sys
+
+    from digest.cli import _one_shot
+    from tests.conftest import REPO, copy_example
+
+    assert _one_shot(["build", "--week", "next"]) and _one_shot(["check", "--strict"])
+    assert not any(_one_shot(args) for args in (["preview"], ["send", "--week", "2020-W41"], ["--help"], []))
+    root = copy_example(tmp_path / "nl")
+    code = ("import gc, sys\nimport digest.build as b\nreal = b.build\n"
+            "def spy(*args, **kwargs):\n    print('collector on:', gc.isenabled())\n    return real(*args, **kwargs)\n"
+            "b.build = spy\nfrom digest.cli import main\nsys.argv = ['digest', *sys.argv[1:]]\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", code, "build", "--root", str(root), "--week", "2020-W41",
+                           "--today", "2020-10-01", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "collector on: False" in done.stdout and (tmp_path / "out" / "2020-W41" / "digest.html").is_file()
