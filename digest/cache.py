@@ -46,7 +46,11 @@ CACHE_DIR = ".cache"
 ENTRY_SHARDS = "entries"
 SHARD_SIZE = 64
 ZONES_FILE = "vtimezones.pickle"
-STAMPS_FILE = "stamps.pickle"
+#: Each edition folder as the last build left it: STAMPS_DIR/<week>.pickle (one file a
+#: week: a weekly build reads and writes its week's, not a year's ~600 KB table).
+STAMPS_DIR = "stamps"
+#: The one table of earlier versions, removed when a build next records a folder.
+OLD_STAMPS_FILE = "stamps.pickle"
 #: What premailer parsed (digest.render.inline_parses), for the next build's process.
 INLINE_FILE = "inline.pickle"
 #: The VEVENTs of the calendar of every event (digest.ical.Parts), by (path, content hash).
@@ -188,8 +192,8 @@ class BuildCache:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.folder = out / CACHE_DIR
-        self._stamps: dict[str, dict[str, Any]] | None = None
-        self._stamps_dirty = False
+        self._stamps: dict[str, dict[str, Any] | None] = {}  # week -> its record (None: none), as read
+        self._stamps_dirty: set[str] = set()
         self._as_left: set[str] = set()
         self._entries: dict[int, dict[str, tuple[Event | None, list[Problem]]]] | None = None
         self._where: dict[str, int] = {}  # entry key -> its shard
@@ -452,17 +456,17 @@ class BuildCache:
 
     # -- edition folders as the last build left them ---------------------------------------
 
-    def _load_stamps(self) -> dict[str, dict[str, Any]]:
-        if self._stamps is None:
-            self._stamps = _read_table(self.folder / STAMPS_FILE)
-        return self._stamps
+    def _stamp(self, week: str) -> dict[str, Any] | None:
+        if week not in self._stamps:
+            self._stamps[week] = _read_table(self.folder / STAMPS_DIR / f"{week}.pickle") or None
+        return self._stamps[week]
 
     def as_left(self, week: str, key: str) -> dict[str, Any] | None:
         """What the build that wrote OUT/WEEK from edition KEY recorded of it (subject,
         manifest, file sizes…), when every file there still has the size, times and inode
         it left (see folder_stat): the edition's bytes need not be loaded or compared. Any
         other state (a file touched, added or removed) is None."""
-        record = self._load_stamps().get(week)
+        record = self._stamp(week)
         if not record or record.get("key") != key or folder_stat(self.out / week) != record.get("stat"):
             return None
         self._editions_used.add(key)
@@ -479,15 +483,15 @@ class BuildCache:
         if stat is None or time.time_ns() - newest < (RACY_NS if coarse else FINE_RACY_NS):
             # Unreadable, or written so recently that a change within the file system's
             # time resolution (1 s on some) could go unseen: not trusted, checked next time.
-            self._load_stamps().pop(item.week, None)
-            self._stamps_dirty = True
+            self._stamps[item.week] = None
+            self._stamps_dirty.add(item.week)
             return
-        self._load_stamps()[item.week] = {
+        self._stamps[item.week] = {
             "key": item.key, "stat": stat, "subject": item.subject, "preheader": item.preheader,
             "manifest": item.manifest, "warnings": item.warnings,
             "sizes": {name: stat[name][0] for name in item.files if name in stat},
         }
-        self._stamps_dirty = True
+        self._stamps_dirty.add(item.week)
 
     # -- other derived files (web pages) -----------------------------------------------
 
@@ -538,8 +542,21 @@ class BuildCache:
                     pass
         if self._files_changed:
             self._write_table(FILES_FILE, self._files)
-        if self._stamps is not None and self._stamps_dirty:
-            self._write_table(STAMPS_FILE, self._stamps)
+        for week in sorted(self._stamps_dirty):
+            record = self._stamps.get(week)
+            if record is not None:
+                self._write_table(Path(STAMPS_DIR) / f"{week}.pickle", record)
+                continue
+            try:
+                (self.folder / STAMPS_DIR / f"{week}.pickle").unlink(missing_ok=True)
+            except OSError:
+                pass
+        if self._stamps_dirty:
+            try:
+                (self.folder / OLD_STAMPS_FILE).unlink(missing_ok=True)
+            except OSError:
+                pass
+        self._stamps_dirty = set()
         if prune_editions and (self.folder / "editions").is_dir():
             for path in (*(self.folder / "editions").glob("*.pickle"), *(self.folder / "editions").glob("*.bin")):
                 if path.stem not in self._editions_used:

@@ -310,6 +310,8 @@ def test_week_index_gives_the_same_editions(tmp_path: Path) -> None:
     for week, q in zip(weeks, week_plans(p, weeks)):
         assert make_edition(week, q.events, q.config, list(q.all_weeks)) == \
             make_edition(week, p.events, p.config, list(p.all_weeks))
+        # A build of one or two weeks checks each event against them instead: the same plans.
+        assert week_plans(p, [week]) == [q] == week_plans(p, [week, "2019-W50"])[:1]
 
 
 def test_cached_web_pages_follow_web_template_changes(newsletter: Path, tmp_path: Path) -> None:
@@ -543,7 +545,7 @@ def test_folders_as_the_last_build_left_them_are_not_read(newsletter: Path, tmp_
     monkeypatch.setattr(cache_mod, "RACY_NS", 10**12)  # as if the build had taken no time at all
     monkeypatch.setattr(cache_mod, "FINE_RACY_NS", 10**12)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
-    assert not pickle.loads((out / ".cache" / cache_mod.STAMPS_FILE).read_bytes())  # all just written
+    assert not list((out / ".cache" / cache_mod.STAMPS_DIR).glob("*.pickle"))  # all just written: none trusted
     monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)  # as if long ago
     monkeypatch.setattr(cache_mod, "FINE_RACY_NS", -10**18)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
@@ -599,6 +601,39 @@ def test_entry_files_as_last_read_are_not_read_again_and_edits_are_noticed(newsl
     assert snapshot(out) == fresh(newsletter, tmp_path)
 
 
+def test_a_weekly_build_records_only_its_week(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
+    """Each edition folder's record is a file of its own: a build of a new week writes
+    that week's and reads no other; the one table of earlier versions is removed."""
+    from datetime import date as day
+
+    monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)  # as if long ago: every folder is recorded
+    monkeypatch.setattr(cache_mod, "FINE_RACY_NS", -10**18)
+    weeks = plan(newsletter, all_weeks=True, today=TODAY).weeks
+    last = weeks[-1]
+    held = tmp_path / "held"
+    held.mkdir()
+    for path in sorted((newsletter / "entries").rglob("*.md")):
+        year, number, _ = day.fromisoformat(path.name[:10]).isocalendar()
+        if f"{year}-W{number:02d}" == last:
+            path.rename(held / path.name)
+    out = tmp_path / "out"
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    folder = out / ".cache" / cache_mod.STAMPS_DIR
+    before = {p.name: cache_mod._identity(p) for p in folder.glob("*.pickle")}
+    assert set(before) == {f"{week}.pickle" for week in weeks if week != last}
+    (out / ".cache" / cache_mod.OLD_STAMPS_FILE).write_bytes(pickle.dumps({}))
+    for path in held.iterdir():
+        path.rename(newsletter / "entries" / path.name[:4] / path.name)
+    read: list[str] = []
+    real = cache_mod._read_table
+    monkeypatch.setattr(cache_mod, "_read_table", lambda path: read.append(path.name) or real(path))
+    build(newsletter, out, weeks=[last], today=TODAY, jobs=1)
+    after = {p.name: cache_mod._identity(p) for p in folder.glob("*.pickle")}
+    assert {name for name in after if after[name] != before.get(name)} == {f"{last}.pickle"}
+    assert not [name for name in read if name in before]  # no other week's record was read
+    assert not (out / ".cache" / cache_mod.OLD_STAMPS_FILE).exists()
+
+
 def test_a_folder_rewritten_by_an_uncached_build_is_not_trusted(newsletter: Path, tmp_path: Path,
                                                                  monkeypatch) -> None:
     """An uncached build (or any other writer) that leaves files of the same size and
@@ -611,8 +646,9 @@ def test_a_folder_rewritten_by_an_uncached_build_is_not_trusted(newsletter: Path
     out = tmp_path / "out"
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)  # records every folder
-    stamps = pickle.loads((out / ".cache" / cache_mod.STAMPS_FILE).read_bytes())
-    assert stamps
+    stamps = {path.stem: pickle.loads(path.read_bytes())
+              for path in (out / ".cache" / cache_mod.STAMPS_DIR).glob("*.pickle")}
+    assert stamps and set(stamps) == {folder.name for folder in out.glob("20*-W*")}
     build(newsletter, out, all_weeks=True, today=date(2020, 1, 2), use_cache=False, jobs=1)
     for week, record in stamps.items():  # same sizes, same modification times as recorded
         for name, (size, mtime, *_rest) in record["stat"].items():
