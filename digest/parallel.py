@@ -49,24 +49,29 @@ def week_plans(p: Plan, weeks: list[str]) -> list[Plan]:
     def number(day: date) -> int:  # consecutive weeks have consecutive numbers
         return (day.toordinal() - 1 - start) // 7
 
+    # Raises for a label that names no week, as make_edition would.
+    numbers = [number(week_bounds(week, config)[0]) for week in weeks]
     lookback = timedelta(days=7 * (config.ahead_weeks + 1))
     undated: list[int] = []
     by_week: dict[int, set[int]] = {}
+    few = len(set(numbers)) <= 2  # a weekly build: each event's span is checked against its weeks
     for index, event in enumerate(p.events):
         first, last = event.first_day(zone), event.last_day(zone)
         if first is None or last is None:
             undated.append(index)
             continue
-        for week in range(number(first - lookback), number(max(first, last)) + 1):
-            by_week.setdefault(week, set()).add(index)
+        low, high = number(first - lookback), number(max(first, last))
+        if few:
+            for week in numbers:
+                if low <= week <= high:
+                    by_week.setdefault(week, set()).add(index)
+        else:
+            for week in range(low, high + 1):
+                by_week.setdefault(week, set()).add(index)
         if event.register_by:
             by_week.setdefault(number(event.register_by), set()).add(index)
-    plans = []
-    for week in weeks:
-        first_day, _ = week_bounds(week, config)  # raises for a label that names no week, as make_edition would
-        chosen = sorted(by_week.get(number(first_day), set()).union(undated))
-        plans.append(replace(p, events=tuple(p.events[i] for i in chosen)))
-    return plans
+    return [replace(p, events=tuple(p.events[i] for i in sorted(by_week.get(week, set()).union(undated))))
+            for week in numbers]
 
 
 @contextmanager
