@@ -515,7 +515,8 @@ class BuildCache:
 
     def save(self, *, prune_editions: bool = False) -> None:
         """Write the entry table (only the files still in use), any new VTIMEZONEs,
-        premailer's new parses and the calendar's VEVENTs; with PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
+        premailer's new parses, the calendar's VEVENTs and the edition folders' records;
+        with PRUNE_EDITIONS (a build of every week), drop the editions this build did not use."""
         from digest import ical
 
         if set(ical.ZONES) - set(self._zones) or set(ical.TZIDS) - set(self._tzids):

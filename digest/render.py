@@ -369,7 +369,7 @@ def _premailer_class() -> type:
             del sys.modules["requests"]
 
     class Inliner(Premailer):  # type: ignore[misc]
-        rules: dict[tuple[str, int], tuple[list, list]] = dict(_SEEDS["rules"])
+        rules: dict[tuple[str, int], tuple[list, list]] = {}
 
         def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list, list]:
             # The same content CSS every edition: parse (cssutils) and serialise it once.
@@ -381,7 +381,7 @@ def _premailer_class() -> type:
             return self.rules[key]
 
     _INLINER = Inliner
-    _seed_premailer(_SEEDS["pairs"])
+    _apply_seeds()
     return Inliner
 
 
@@ -394,6 +394,14 @@ _INLINER: type | None = None
 _SEEDS: dict[str, dict] = {"rules": {}, "pairs": {}}
 #: How many of each are kept between builds: the templates' styles come to a few dozen.
 SEEDS_KEPT = 512
+
+
+def _apply_seeds() -> None:
+    """Put _SEEDS into the inliner's rules and premailer's cache (premailer imported)."""
+    assert _INLINER is not None
+    for key, value in _SEEDS["rules"].items():
+        _INLINER.rules.setdefault(key, value)  # type: ignore[attr-defined]
+    _seed_premailer(_SEEDS["pairs"])
 
 
 def _seed_premailer(pairs: dict) -> None:
@@ -412,16 +420,11 @@ def _seed_premailer(pairs: dict) -> None:
 
 def seed_inline_parses(parses: dict) -> None:
     """Give this process the parses an earlier build kept (see inline_parses)."""
-    rules, pairs = parses.get("rules"), parses.get("pairs")
-    if isinstance(rules, dict):
-        _SEEDS["rules"].update(rules)
-        if _INLINER is not None:
-            for key, value in rules.items():
-                _INLINER.rules.setdefault(key, value)  # type: ignore[attr-defined]
-    if isinstance(pairs, dict):
-        _SEEDS["pairs"].update(pairs)
-        if _INLINER is not None:
-            _seed_premailer(pairs)
+    for kind in ("rules", "pairs"):
+        if isinstance(parses.get(kind), dict):
+            _SEEDS[kind].update(parses[kind])
+    if _INLINER is not None:
+        _apply_seeds()
 
 
 def inline_parses() -> dict[str, dict]:
