@@ -170,69 +170,16 @@ _READ_CONFIG: Config | None = None  # inherited by forked readers
 
 def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Callable[[], None],
                  advance: Callable[[int], None] | None) -> list[tuple[Event | None, list[Problem]]]:
-    """read_entries' small case: one forked process reads ITEMS and sends them back
-    through a pipe (pickled) while MEANWHILE runs here. If it cannot be started, or dies,
-    or sends back anything but all of them, ITEMS are read here; an error of MEANWHILE
-    (or Ctrl-C) is raised as it is, once the reader is stopped and reaped."""
-    import pickle
-    import signal
+    """read_entries' small case: one forked process reads ITEMS (digest.forked) while
+    MEANWHILE runs here. If it cannot be started, or dies, or sends back anything but all
+    of them, ITEMS are read here; an error of MEANWHILE (or Ctrl-C) is raised as it is,
+    once the reader is stopped and reaped."""
+    from digest.forked import Forked
 
-    read: list[tuple[Event | None, list[Problem]]] | None = None
-    try:
-        receive, send = os.pipe()
-    except OSError:  # out of file descriptors
-        return _read_here(items, config, advance)
-    # Ctrl-C and SIGTERM wait until each side has its handlers in place: the reader must
-    # never run this process's code (its exception handlers, exit handlers) by mistake.
-    stop = {signal.SIGINT, signal.SIGTERM}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-    try:
-        pid = os.fork()
-    except OSError:  # no memory, or the process limit
-        pid = -1
-    if pid == 0:  # the reader: never returns, never runs the parent's exit handlers
-        status = 1
-        try:
-            for number in stop:
-                signal.signal(number, signal.SIG_DFL)  # Ctrl-C or SIGTERM end it at once
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            import gc
-
-            gc.disable()  # short-lived: its collections would walk (and copy) every object inherited
-            os.close(receive)
-            data = pickle.dumps([read_entry(path, rel, config) for path, rel in items], pickle.HIGHEST_PROTOCOL)
-            with open(send, "wb", closefd=True) as pipe:
-                pipe.write(data)
-            status = 0
-        finally:
-            os._exit(status)
-    try:
-        os.close(send)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if pid > 0:
+    with Forked(lambda: [read_entry(path, rel, config) for path, rel in items]) as reader:
+        if reader.started:  # else read here, below: nothing runs meanwhile
             meanwhile()
-            with open(receive, "rb", closefd=False) as pipe:
-                data = pipe.read()
-            try:
-                read = pickle.loads(data)
-            except Exception:  # cut short: the reader died (it is reaped below)
-                read = None
-    except BaseException:
-        if pid > 0:
-            os.kill(pid, signal.SIGKILL)
-        raise
-    finally:
-        os.close(receive)  # a reader still writing gets EPIPE and ends
-        if pid > 0:
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # no Ctrl-C leaves it a zombie
-            try:
-                _, status = os.waitpid(pid, 0)
-            except ChildProcessError:  # reaped already: SIGCHLD ignored by whoever started this process
-                status = 0  # the data decides
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            if status != 0:
-                read = None
+        read = reader.result()
     if not isinstance(read, list) or len(read) != len(items):
         return _read_here(items, config, advance)
     return [_counted(result, advance) for result in read]
