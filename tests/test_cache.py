@@ -498,6 +498,76 @@ def test_calendar_vevents_are_kept_between_builds_and_never_stale(newsletter: Pa
         assert pickle.loads(store.read_bytes())["tag"][0] == cache_mod.tool_fingerprint()
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "fork"), reason="workers are forked processes")
+def test_what_workers_learn_is_kept_as_a_serial_build_keeps_it(tmp_path: Path, monkeypatch) -> None:
+    """premailer's parses, VTIMEZONEs and TZIDs made in the workers of a parallel --all
+    reach the cache as a serial build's do: the weekly build after it (a new process)
+    neither parses CSS nor asks icalendar, and writes what an uncached build writes."""
+    import cssutils
+    import icalendar.timezone.tzid
+    import premailer.cache
+
+    from digest import ical, render
+
+    root = tmp_path / "nl"
+    make_newsletter(root, weeks=8, per_week=3, seed=5)
+
+    def new_process() -> None:
+        monkeypatch.setattr(render, "_INLINER", None)
+        monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
+        premailer.cache.cache.clear()
+        ical.ZONES.clear()
+        ical.TZIDS.clear()
+        ical._vevent_ical.cache_clear()
+
+    rendered_in: set[int] = set()
+    real_render = digest.build.render_edition
+
+    def render_edition(*args, **kwargs):
+        rendered_in.add(os.getpid())
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(digest.build, "render_edition", render_edition)
+    stores = {}
+    for jobs in (1, 2):
+        new_process()
+        rendered_in.clear()
+        out = tmp_path / f"out-{jobs}"
+        built = build(root, out, all_weeks=True, today=TODAY, jobs=jobs)[1]
+        assert len(built) >= 8
+        stores[jobs] = {name: pickle.loads((out / ".cache" / name).read_bytes())["parses" if name ==
+                                                                                   cache_mod.INLINE_FILE else "zones"]
+                        for name in (cache_mod.INLINE_FILE, cache_mod.ZONES_FILE)}
+        stores[jobs]["tzids"] = pickle.loads((out / ".cache" / cache_mod.ZONES_FILE).read_bytes())["tzids"]
+    assert os.getpid() not in rendered_in  # the parallel build rendered every edition in its workers
+    parses = stores[2][cache_mod.INLINE_FILE]
+    assert len(parses["rules"]) == 1 and len(parses["pairs"]) >= 5
+    for kind in ("rules", "pairs"):
+        assert parses[kind] == stores[1][cache_mod.INLINE_FILE][kind]
+    assert stores[2][cache_mod.ZONES_FILE] == stores[1][cache_mod.ZONES_FILE] != {}
+    assert stores[2]["tzids"] == stores[1]["tzids"] != {}
+
+    monkeypatch.undo()
+    out = tmp_path / "out-2"
+    entry = sorted((root / "entries").rglob("*.md"))[-1]
+    entry.write_text(entry.read_text(encoding="utf-8") + "\nEdited.\n", encoding="utf-8")
+    new_process()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("made again")
+
+    for module, name in ((cssutils, "parseString"), (cssutils, "parseStyle"), (ical, "_make_vtimezone"),
+                         (icalendar.timezone.tzid, "tzid_from_tzinfo"), (icalendar.timezone.tzid, "tzid_from_dt")):
+        monkeypatch.setattr(module, name, refuse)
+    week = plan(root, all_weeks=True, today=TODAY).weeks[-1]
+    build(root, out, weeks=[week], today=TODAY, jobs=1)
+    monkeypatch.undo()
+    expected = fresh(root, tmp_path)
+    mine = snapshot(out)
+    for name in [name for name in expected if name.startswith(f"{week}/")] + ["events.ics"]:
+        assert mine[name] == expected[name], name
+
+
 def test_premailer_parses_kept_are_bounded_and_plain(monkeypatch) -> None:
     """Only csstext_to_pairs' lists of string pairs are kept (not parsed sheets or
     selectors), and at most SEEDS_KEPT of each kind, the latest."""
