@@ -289,8 +289,9 @@ def render_all(p: Plan, *, profile: str | None = None, root: Path | None = None,
             editions[week] = edition
     keys = {week: key for week, key, _ in todo}
     parent = os.getpid()
-    # What this process knows when workers fork: each sends back only what it learns beyond it.
-    sent = _known() if workers_for(len(todo), jobs) > 1 else None
+    # What this process knows when workers fork: each sends back only what it learns beyond it
+    # (for the cache to keep: a build without one does without).
+    sent = _known() if cache and workers_for(len(todo), jobs) > 1 else None
 
     def finish(week: str, item: BuiltEdition) -> BuiltEdition:  # in the worker
         item = replace(item, key=keys[week], page=page(item) if page else b"")
@@ -338,7 +339,7 @@ def _known() -> dict[str, set]:
 def _learned(sent: dict[str, set]) -> dict[str, dict]:
     """(In a worker) what _tables() holds beyond SENT, which then grows by it: a worker's
     VTIMEZONEs and parses reach the parent, which keeps them for the next build (without
-    them, the first weekly build after a parallel --all made them again: ~30 ms)."""
+    them, the first weekly build after a parallel --all made them again: ~20 ms)."""
     new = {kind: {key: value for key, value in table.items() if key not in sent[kind]}
            for kind, table in _tables().items()}
     for kind, table in new.items():

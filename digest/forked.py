@@ -50,11 +50,16 @@ class Forked:
             finally:
                 os._exit(status)
         os.close(send)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid < 0:
             os.close(receive)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             return
         self.pid, self._receive = pid, receive
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # raises a Ctrl-C that came meanwhile
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def started(self) -> bool:
@@ -87,15 +92,15 @@ class Forked:
             self._reap()
 
     def _reap(self) -> int:
-        os.close(self._receive)  # a child still writing gets EPIPE and ends
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)  # no Ctrl-C leaves it a zombie
+        pid, receive, self.pid, self._receive = self.pid, self._receive, -1, -1  # never reaped or closed twice
         try:
-            _, status = os.waitpid(self.pid, 0)
+            os.close(receive)  # a child still writing gets EPIPE and ends
+            _, status = os.waitpid(pid, 0)
         except ChildProcessError:  # reaped already: SIGCHLD ignored by whoever started this process
             status = 0  # the data decides
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self.pid = -1
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C that came meanwhile is raised here
         return status
 
     def __enter__(self) -> Forked:

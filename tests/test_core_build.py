@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import date
 from email import policy
 from html.parser import HTMLParser
@@ -573,3 +574,57 @@ def test_a_first_build_that_fails_leaves_nothing(tmp_path, broken):
     assert result.returncode == (2 if broken == "profile" else 1), result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+@FORKING
+def test_a_ctrl_c_while_the_reader_forks_or_is_reaped_leaves_no_child_and_no_descriptor(monkeypatch):
+    """Ctrl-C waits while a forked reader starts or is reaped (signals blocked), and is
+    raised as KeyboardInterrupt once they are unblocked: the reader is then killed and
+    reaped, its pipe closed once, and nothing is done twice."""
+    import signal
+
+    from digest.forked import Forked
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def no_child_left() -> bool:
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        return False
+
+    real_fork, real_waitpid, real_close = os.fork, os.waitpid, os.close
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            os.kill(os.getpid(), signal.SIGINT)  # pending until the parent unblocks it
+        return pid
+
+    before = open_descriptors()
+    monkeypatch.setattr(os, "fork", fork)
+    with pytest.raises(KeyboardInterrupt):
+        Forked(lambda: time.sleep(30))
+    monkeypatch.setattr(os, "fork", real_fork)
+    assert no_child_left() and open_descriptors() == before
+
+    closed: list[int] = []
+
+    def waitpid(pid, options):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_waitpid(pid, options)
+
+    def close(fd):
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    monkeypatch.setattr(os, "close", close)
+    with pytest.raises(KeyboardInterrupt):
+        with Forked(lambda: 42) as reader:
+            reader.result()
+    monkeypatch.undo()
+    assert len(closed) == len(set(closed)) == 2  # the pipe's two ends, each once
+    assert no_child_left() and open_descriptors() == before
