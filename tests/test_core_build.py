@@ -577,6 +577,7 @@ def test_a_first_build_that_fails_leaves_nothing(tmp_path, broken):
 
 
 @FORKING
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc")
 def test_a_ctrl_c_while_the_reader_forks_or_is_reaped_leaves_no_child_and_no_descriptor(monkeypatch):
     """Ctrl-C waits while a forked reader starts or is reaped (signals blocked), and is
     raised as KeyboardInterrupt once they are unblocked: the reader is then killed and
