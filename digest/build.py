@@ -356,7 +356,9 @@ def _adopt_learned(learned: Mapping[str, dict]) -> None:
         ical.ZONES.setdefault(key, zone)
     for name, tzid in learned.get("tzids", {}).items():
         ical.TZIDS.setdefault(name, tzid)
-    seed_inline_parses({kind: learned[kind] for kind in ("rules", "pairs") if kind in learned})
+    parses = {kind: learned[kind] for kind in ("rules", "pairs") if kind in learned}
+    if parses:  # else nothing to put into premailer's cache
+        seed_inline_parses(parses)
 
 
 class OnDisk(Mapping[str, bytes]):

@@ -1,5 +1,5 @@
 """One function run in a forked process while this one goes on (digest.entries' reader
-of a week's new entries, digest.planning's planner). The answer comes back pickled
+of a week's new entries). The answer comes back pickled
 through a pipe; anything that goes wrong there (no fork, a crash, a kill, an answer cut
 short) gives FAILED, and the caller does the work itself: the same code, here."""
 
