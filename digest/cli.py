@@ -108,13 +108,16 @@ def build(root: Path, weeks: tuple[str, ...], all_weeks: bool, out: Path | None,
         digest build --week 2020-W41 --today 2020-10-01
         digest build --all --out public/
     """
-    from digest.build import build as run_build
+    from digest.forked import standing_by
 
-    if not weeks and not all_weeks:
-        weeks = ("this",)
-    target = out if out is not None else root / "dist"
-    p, built = run_build(root, target, weeks=weeks, all_weeks=all_weeks, today=_today(today), profile=profile,
-                         strict=strict, progress=_progress, read_progress=_reading)
+    with standing_by():  # an entry reader, importing the parsers while this process imports the rest
+        from digest.build import build as run_build
+
+        if not weeks and not all_weeks:
+            weeks = ("this",)
+        target = out if out is not None else root / "dist"
+        p, built = run_build(root, target, weeks=weeks, all_weeks=all_weeks, today=_today(today), profile=profile,
+                             strict=strict, progress=_progress, read_progress=_reading)
     _warn(p.warnings)
     for item in built:
         for warning in item.warnings:

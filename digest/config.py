@@ -95,6 +95,16 @@ class Config:
                 return canonical
         return " ".join(name.split())
 
+    def __reduce__(self) -> tuple:
+        """Pickled with its aliases as a dict (a reader standing by is sent the Config: digest.forked)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["organizer_aliases"] = dict(self.organizer_aliases)
+        return _unpickled, (values,)
+
+
+def _unpickled(values: dict[str, Any]) -> Config:
+    return Config(**{**values, "organizer_aliases": MappingProxyType(values["organizer_aliases"])})
+
 
 _TABLES = {"theme": {"accent_color", "logo_url", "logo_alt"}, "organizers": {"aliases"}}
 _SIMPLE = {f.name: f for f in fields(Config) if f.name not in {"root", "organizer_aliases"}}

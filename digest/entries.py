@@ -55,6 +55,16 @@ def _loaders() -> tuple[type, type]:
     return base, Loader
 
 
+def ready_to_read() -> None:
+    """Import what parsing an entry needs (PyYAML, markdown-it, dateutil): a reader
+    standing by does it before it is asked (digest.forked)."""
+    import importlib
+
+    _loaders()
+    for name in ("dateutil.parser", "digest.markup"):
+        importlib.import_module(name)
+
+
 def hidden_part(parts: Iterable[str]) -> str | None:
     """The first hidden name (starting with a dot) among a path's PARTS below entries/:
     the build reads nothing there (.git, an editor's .trash of deleted notes)."""
@@ -121,6 +131,11 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
 
     cores = os.cpu_count() or 1
     with (progress(len(items)) if progress else nullcontext(None)) as advance:
+        from digest import forked
+
+        standing = forked.claim() if 0 < len(items) < PARALLEL_MIN else None
+        if standing is not None:  # its imports are done, or under way: even one entry is read there
+            return _read_forked(items, config, meanwhile, advance, standing)
         can_fork = cores >= 2 and threading.active_count() == 1 and hasattr(os, "fork")
         if can_fork and meanwhile is not None and FORK_MIN <= len(items) < PARALLEL_MIN:
             return _read_forked(items, config, meanwhile, advance)
@@ -168,16 +183,20 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
 _READ_CONFIG: Config | None = None  # inherited by forked readers
 
 
-def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Callable[[], None],
-                 advance: Callable[[int], None] | None) -> list[tuple[Event | None, list[Problem]]]:
+def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Callable[[], None] | None,
+                 advance: Callable[[int], None] | None,
+                 standing: Any = None) -> list[tuple[Event | None, list[Problem]]]:
     """read_entries' small case: one forked process reads ITEMS (digest.forked) while
-    MEANWHILE runs here. If it cannot be started, or dies, or sends back anything but all
-    of them, ITEMS are read here; an error of MEANWHILE (or Ctrl-C) is raised as it is,
-    once the reader is stopped and reaped."""
+    MEANWHILE runs here: STANDING, a reader standing by (asked now), or one forked now.
+    If it cannot be started, or dies, or sends back anything but all of them, ITEMS are
+    read here; an error of MEANWHILE (or Ctrl-C) is raised as it is, once the reader is
+    stopped and reaped."""
     from digest.forked import Forked
 
-    with Forked(lambda: [read_entry(path, rel, config) for path, rel in items]) as reader:
-        if reader.started:  # else read here, below: nothing runs meanwhile
+    if standing is not None:
+        standing.ask(items, config)
+    with standing or Forked(lambda: [read_entry(path, rel, config) for path, rel in items]) as reader:
+        if reader.started and meanwhile is not None:  # else read here, below: nothing runs meanwhile
             meanwhile()
         read = reader.result()
     if not isinstance(read, list) or len(read) != len(items):

@@ -1,0 +1,269 @@
+"""digest.forked: a reader standing by from the start of `digest build`, asked later;
+and premailer's cssutils, imported only when something is parsed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from digest import entries, forked
+from digest.config import load_config
+from digest.forked import FAILED, Forked
+from tests.conftest import copy_example
+from tests.synthetic import write_week
+
+FORKING = pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "fork"),
+                             reason="a reader stands by only with fork() and 2 cores")
+
+
+def _no_child_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def _descriptors() -> int | None:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+
+def _newsletter(tmp_path: Path, weeks: int = 2, per_week: int = 4) -> Path:
+    root = copy_example(tmp_path / "n")
+    for offset in range(weeks):
+        write_week(root, date(2020, 11, 2 + 7 * offset), per_week, seed=offset)
+    return root
+
+
+@FORKING
+def test_a_process_started_ready_answers_what_it_is_asked_after_getting_ready(tmp_path):
+    """READY runs in the child before it is asked; the answer is FN(*ARGS) from the child."""
+    mark = tmp_path / "ready"
+    before = _descriptors()
+    with Forked(lambda a, b: (os.getpid(), a + b, mark.exists()), ready=mark.touch) as child:
+        assert child.started
+        deadline = time.monotonic() + 30
+        while not mark.exists() and time.monotonic() < deadline:  # ready before any ask
+            time.sleep(0.01)
+        assert mark.exists()
+        child.ask(2, 40)
+        pid, total, was_ready = child.result()
+    assert pid not in (os.getpid(), -1) and total == 42 and was_ready
+    assert _no_child_left() and _descriptors() == before
+
+
+@FORKING
+def test_a_process_never_asked_ends_when_stopped_and_one_that_dies_gives_failed():
+    """Stopped before it is asked (the build found nothing new): it ends and is reaped,
+    descriptors closed. One whose READY fails, or that dies, answers FAILED: the caller
+    does the work itself."""
+    before = _descriptors()
+    child = Forked(lambda: 1, ready=lambda: None)
+    assert child.started
+    child.stop()
+    assert _no_child_left() and _descriptors() == before
+    assert child.result() is FAILED  # nothing after stop, and no error
+
+    def broken() -> None:
+        raise ImportError("no parser")
+
+    with Forked(lambda: 1, ready=broken) as child:
+        child.ask()
+        assert child.result() is FAILED
+    with Forked(lambda: os._exit(3), ready=lambda: None) as child:
+        child.ask()
+        assert child.result() is FAILED
+    with Forked(lambda x: x, ready=lambda: None) as child:
+        child.ask(lambda: 0)  # does not pickle: it is stopped, and the caller reads
+        assert child.result() is FAILED
+    assert _no_child_left() and _descriptors() == before
+
+
+@FORKING
+def test_entries_are_read_by_the_reader_standing_by_and_nothing_more_is_forked(tmp_path, monkeypatch):
+    """Under standing_by, read_entries claims the reader: every entry is read there (even
+    fewer than FORK_MIN), the same results in order, no other process forked, MEANWHILE
+    run here; it is claimed once, and gone (reaped) when the block ends."""
+    root = _newsletter(tmp_path)
+    items = entries._discover(root)
+    config = load_config(root)
+    real_read = entries.read_entry
+    expected = [real_read(path, rel, config) for path, rel in items]
+    parent, here = os.getpid(), []
+
+    def reading(path, rel, config):
+        if os.getpid() == parent:
+            here.append(rel)
+        return real_read(path, rel, config)
+
+    monkeypatch.setattr(entries, "read_entry", reading)
+    calls: list[int] = []
+    few = items[:2]
+    assert len(few) < entries.FORK_MIN
+    with forked.standing_by():
+        standing = forked._STANDING
+        assert standing is not None and standing.started
+        made: list[int] = []
+        real_fork = os.fork
+
+        def fork():
+            pid = real_fork()
+            if pid:
+                made.append(pid)
+            return pid
+
+        monkeypatch.setattr(os, "fork", fork)
+        assert entries.read_entries(few, config, meanwhile=lambda: calls.append(1)) == expected[:2]
+        assert here == [] and calls == [1] and made == []  # read there, while MEANWHILE ran here
+        assert forked.claim() is None  # claimed once
+        assert entries.read_entries(few, config, meanwhile=lambda: calls.append(1)) == expected[:2]
+        assert here == [rel for _, rel in few]  # then read here (too few to fork for)
+    assert _no_child_left()
+
+
+@FORKING
+def test_a_reader_standing_by_that_dies_leaves_the_entries_to_be_read_here(tmp_path, monkeypatch):
+    """A reader standing by that dies (the kernel kills it) sends nothing usable: every
+    entry is read here, once, and counted once by the progress bar."""
+    root = _newsletter(tmp_path)
+    items = entries._discover(root)
+    config = load_config(root)
+    real_read = entries.read_entry
+    expected = [real_read(path, rel, config) for path, rel in items]
+    parent, victim = os.getpid(), items[1][1]
+    here: list[str] = []
+
+    def dying(path, rel, config):
+        if os.getpid() != parent and rel == victim:
+            os._exit(1)
+        if os.getpid() == parent:
+            here.append(rel)
+        return real_read(path, rel, config)
+
+    monkeypatch.setattr(entries, "read_entry", dying)
+    counted: list[int] = []
+
+    def progress(total):
+        from contextlib import nullcontext
+        return nullcontext(counted.append)
+
+    with forked.standing_by():
+        assert entries.read_entries(items, config, meanwhile=lambda: None, progress=progress) == expected
+    assert here == [rel for _, rel in items] and counted == [1] * len(items)
+    assert _no_child_left()
+
+
+@FORKING
+def test_ctrl_c_while_a_reader_stands_by_leaves_no_child_and_no_descriptor():
+    """A Ctrl-C (or any error) in the block stops the reader, asked or not, and reaps it."""
+    before = _descriptors()
+    with pytest.raises(KeyboardInterrupt):
+        with forked.standing_by():
+            assert forked._STANDING is not None
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # interrupted
+    assert forked._STANDING is None and _no_child_left() and _descriptors() == before
+
+
+def test_no_reader_stands_by_with_one_core_or_other_threads(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    with forked.standing_by():
+        assert forked._STANDING is None
+    monkeypatch.undo()
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with forked.standing_by():
+            assert forked._STANDING is None
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+_INLINE = r"""
+import logging, pickle, sys
+from digest import render
+HTML = ('<html><head><style type="text/css">p{margin:0}</style></head><body>'
+        '<p class="a" style="color:red">x</p><div class="b">y</div></body></html>')
+CSS = ".a { font-weight: bold } .b { color: #123456 }"
+"""
+
+
+def test_cssutils_is_imported_only_when_premailer_parses_something_new(tmp_path):
+    """A process whose parses are all seeded (a weekly build after the cache's) inlines
+    without importing cssutils, the same bytes; the first new style imports it, quiet
+    (its log to a NullHandler at CRITICAL), and premailer's modules then use it."""
+    store = tmp_path / "parses.pickle"
+    made = _python(_INLINE + r"""
+first = render.inline_css(HTML, CSS)
+assert "cssutils" in sys.modules
+open(sys.argv[1], "wb").write(pickle.dumps(render.inline_parses()))
+print(repr(first))
+""", str(store))
+    assert made.returncode == 0, made.stderr
+    first = made.stdout.strip()
+    done = _python(_INLINE + r"""
+render.seed_inline_parses(pickle.loads(open(sys.argv[1], "rb").read()))
+again = render.inline_css(HTML, CSS)
+print("cssutils" in sys.modules)
+print(repr(again))
+new = render.inline_css(HTML.replace("red", "blue"), CSS)
+import cssutils, premailer.premailer as p, premailer.merge_style as m
+print("cssutils" in sys.modules, p.cssutils is cssutils, m.cssutils is cssutils)
+print(cssutils.log._log.level == logging.CRITICAL,
+      any(isinstance(h, logging.NullHandler) for h in cssutils.log._log.handlers))
+print(repr(new))
+""", str(store))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "False" and lines[1] == first  # not imported, the same bytes
+    assert lines[2] == "True True True" and lines[3] == "True True"
+    assert "color:blue" in lines[4]
+    assert done.stderr == ""
+
+
+@FORKING
+def test_a_weekly_build_process_reads_its_new_entries_in_the_reader_and_imports_no_cssutils(tmp_path):
+    """`digest build` as cron runs it, the week after last week's job: the new week's
+    entries are parsed only in the reader standing by (this process imports no YAML or
+    Markdown parser), cssutils is not imported (every parse is in the cache), and the
+    files are an uncached in-process build's."""
+    from digest.build import build
+
+    root = copy_example(tmp_path / "n")
+    write_week(root, date(2020, 11, 2), 4, seed=0)
+    held = {path: tmp_path / path.name for path in write_week(root, date(2020, 11, 9), 4, seed=1)}
+    for path, away in held.items():
+        path.rename(away)
+    out = tmp_path / "out"
+    args = ["build", "--root", str(root), "--week", "2020-W45", "--today", "2020-11-01", "--out", str(out)]
+    code = ("import sys\nfrom digest.cli import main\nsys.argv = ['digest'] + sys.argv[1:]\ntry:\n    main()\n"
+            "finally:\n    print(sorted(m for m in ('cssutils', 'yaml', 'markdown_it') if m in sys.modules),"
+            " file=sys.stderr)\n")
+    first = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    for path, away in held.items():
+        away.rename(path)
+    time.sleep(2.1)  # the cache trusts files written 2 s before it looks
+    args[args.index("2020-W45")] = "2020-W46"
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+    reference = tmp_path / "reference"
+    build(root, reference, weeks=("2020-W46",), today=date(2020, 11, 1), use_cache=False)
+    for name in ("digest.html", "digest.txt", "digest.eml", "events.ics"):
+        assert (out / "2020-W46" / name).read_bytes() == (reference / "2020-W46" / name).read_bytes()
