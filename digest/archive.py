@@ -242,12 +242,14 @@ def _feed_uuid(config: Config, *parts: str) -> str:
 def preload() -> None:
     """Import the libraries the archive's feed and calendars use; a build does it while
     other processes parse entries. icalendar (VTIMEZONEs, zone TZIDs) only when the cache
-    has given digest.ical no zone (a first build): else it is rarely needed (~30 ms)."""
+    has given digest.ical no zone (a first build) and no reader standing by makes the
+    new entries' zones (digest.forked): else it is rarely needed (~30 ms)."""
     import importlib
 
     from digest import ical
 
-    for name in ("feedgen.feed",) + (() if ical.TZIDS else ("icalendar", "icalendar.timezone.tzid")):
+    zones = not ical.TZIDS and not ical.ZONES_COMING
+    for name in ("feedgen.feed",) + (("icalendar", "icalendar.timezone.tzid") if zones else ()):
         importlib.import_module(name)
 
 

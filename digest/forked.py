@@ -197,7 +197,9 @@ def _ready_to_read() -> None:
     ready_to_read()
 
 
-def _read_entries(items: list, config: Any) -> list:
-    from digest import entries
+def _read_entries(items: list, config: Any, tzids: dict, zones: set) -> tuple[list, dict]:
+    """ITEMS read, and the zones their calendars need that the build lacks (TZIDS, ZONES: digest.ical)."""
+    from digest import entries, ical
 
-    return [entries.read_entry(path, rel, config) for path, rel in items]
+    read = [entries.read_entry(path, rel, config) for path, rel in items]
+    return read, ical.zones_needed([event for event, _ in read if event is not None], config, tzids, zones)

@@ -292,6 +292,47 @@ def remember_vevents(events: Iterable[Event], config: Config, made: tuple[tuple[
 ZONES: dict[tuple[str, int, int], bytes] = {}
 
 
+#: Set while a reader standing by (digest.forked) makes the zones a build's new entries
+#: need (zones_needed): the build then does not import icalendar meanwhile.
+ZONES_COMING = False
+
+
+def zones_needed(events: Iterable[Event], config: Config, tzids: dict[str, str],
+                 zones: set[tuple[str, int, int]]) -> dict[str, dict]:
+    """(In a reader standing by: digest.forked.) The TZIDs and VTIMEZONEs that EVENTS'
+    calendars need (each event's own, and all of them together: a week's new entries)
+    beyond what the build holds (TZIDS by zone name, the keys of its ZONES). Made there,
+    importing icalendar there, while the build gets ready; the build takes them (adopt_zones)."""
+    TZIDS.update(tzids)
+    events = list(events)
+    learn_tzids(events)
+    years_of_all: list[int] = []
+    spans: list[tuple[frozenset[str], list[int]]] = []
+    for event in events:
+        years = [moment.year for moment in (event.start, event.end) if isinstance(moment, date)]
+        years_of_all.extend(years)
+        if event.start is not None and event.status in _STATUS:
+            spans.append((_vevent_ical.parts(event, config.sender_address)[2], years))
+    used = set().union(*(used for used, _ in spans)) if spans else set()
+    if years_of_all:
+        spans.append((frozenset(used), years_of_all))
+    made: dict[tuple[str, int, int], bytes] = {}
+    for used, years in spans:
+        for tzid in used:
+            key = (tzid, min(years), max(years))
+            if key not in zones and key not in made:
+                made[key] = _vtimezone(*key)
+    return {"tzids": {name: tzid for name, tzid in TZIDS.items() if name not in tzids}, "zones": made}
+
+
+def adopt_zones(learned: dict[str, dict]) -> None:
+    """Take what zones_needed made elsewhere (what is here already stays)."""
+    for name, tzid in learned.get("tzids", {}).items():
+        TZIDS.setdefault(name, tzid)
+    for key, zone in learned.get("zones", {}).items():
+        ZONES.setdefault(key, zone)
+
+
 def _vtimezone(tzid: str, first_year: int, last_year: int) -> bytes:
     key = (tzid, first_year, last_year)
     if key not in ZONES:

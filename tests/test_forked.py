@@ -267,3 +267,72 @@ def test_a_weekly_build_process_reads_its_new_entries_in_the_reader_and_imports_
     build(root, reference, weeks=("2020-W46",), today=date(2020, 11, 1), use_cache=False)
     for name in ("digest.html", "digest.txt", "digest.eml", "events.ics"):
         assert (out / "2020-W46" / name).read_bytes() == (reference / "2020-W46" / name).read_bytes()
+
+
+def test_the_zones_a_reader_makes_are_all_the_calendars_of_its_entries_need(tmp_path, monkeypatch):
+    """zones_needed (run by the reader standing by) makes the TZIDs and VTIMEZONEs of each
+    entry's own calendar and of all of them together (a week's); once adopted, those
+    calendars make no zone and are the same bytes; what the build holds is not made again."""
+    from datetime import datetime, timezone
+
+    from digest import ical
+
+    root = _newsletter(tmp_path, weeks=1, per_week=12)
+    config = load_config(root)
+    events = [event for event, _ in (entries.read_entry(p, r, config) for p, r in entries._discover(root)) if event]
+    stamp = datetime(2020, 11, 1, tzinfo=timezone.utc)
+
+    def calendars() -> list[bytes]:
+        return [ical.calendar_bytes([event], config, stamp, "one") for event in events] + \
+               [ical.calendar_bytes(events, config, stamp, "week")]
+
+    monkeypatch.setattr(ical, "ZONES", {})
+    monkeypatch.setattr(ical, "TZIDS", {})
+    expected = calendars()
+    made_here = dict(ical.ZONES)
+    assert len({tzid for tzid, _, _ in made_here}) >= 3  # the week uses several zones
+
+    monkeypatch.setattr(ical, "ZONES", {})
+    monkeypatch.setattr(ical, "TZIDS", {})
+    ical._vevent_ical.cache_clear()  # as in the reader: no VEVENT made yet
+    learned = ical.zones_needed(events, config, {}, set())
+    assert learned["zones"] == made_here and set(learned["tzids"]) >= {k for k, _, _ in made_here} - {"UTC"}
+    monkeypatch.setattr(ical, "ZONES", {})
+    monkeypatch.setattr(ical, "TZIDS", {})
+    ical.adopt_zones(learned)
+
+    def refuse(*args):
+        raise AssertionError("a zone made again")
+
+    monkeypatch.setattr(ical, "_make_vtimezone", refuse)
+    assert calendars() == expected
+    assert ical.zones_needed(events, config, dict(ical.TZIDS), set(ical.ZONES)) == {"tzids": {}, "zones": {}}
+
+
+@FORKING
+def test_a_cold_build_process_gets_its_zones_from_the_reader_and_keeps_them(tmp_path):
+    """A first `digest build` (no output folder): the reader standing by makes the week's
+    TZIDs and VTIMEZONEs, so this process does not import icalendar; the calendars are an
+    uncached in-process build's, and the cache keeps the zones for the next build."""
+    import pickle
+
+    from digest.build import build
+
+    root = _newsletter(tmp_path, weeks=1, per_week=12)
+    out = tmp_path / "out"
+    code = ("import sys\nfrom digest.cli import main\nsys.argv = ['digest'] + sys.argv[1:]\ntry:\n    main()\n"
+            "finally:\n    print('icalendar' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code, "build", "--root", str(root), "--week", "2020-W45",
+                           "--today", "2020-11-01", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "False"
+    reference = tmp_path / "reference"
+    build(root, reference, weeks=("2020-W45",), today=date(2020, 11, 1), use_cache=False)
+    week = sorted((reference / "2020-W45").glob("*.ics"))
+    assert len(week) == 13
+    for path in week:
+        assert (out / "2020-W45" / path.name).read_bytes() == path.read_bytes()
+    assert (out / "events.ics").read_bytes() == (reference / "events.ics").read_bytes()
+    kept = pickle.loads((out / ".cache" / "vtimezones.pickle").read_bytes())
+    assert {tzid for tzid, _, _ in kept["zones"]} == {
+        line.split(":", 1)[1] for path in week for line in path.read_text().splitlines() if line.startswith("TZID:")}
