@@ -129,10 +129,10 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
     they are (never taken for the readers' failure)."""
     import threading
 
-    cores = os.cpu_count() or 1
-    with (progress(len(items)) if progress else nullcontext(None)) as advance:
-        from digest import forked
+    from digest import forked
 
+    cores = forked.cores()
+    with (progress(len(items)) if progress else nullcontext(None)) as advance:
         standing = forked.claim() if 0 < len(items) < PARALLEL_MIN else None
         if standing is not None:  # its imports are done, or under way: even one entry is read there
             return _read_forked(items, config, meanwhile, advance, standing)

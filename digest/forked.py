@@ -158,6 +158,14 @@ class Forked:
         self.stop()
 
 
+def cores() -> int:
+    """The CPUs this process may run on (its affinity: a container's share, `taskset`)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 #: The entry reader `digest build` starts first thing (standing_by); digest.entries
 #: claims it for the entries its cache lacks.
 _STANDING: Forked | None = None
@@ -172,7 +180,7 @@ def standing_by() -> Iterator[None]:
     global _STANDING
     import threading
 
-    if (os.cpu_count() or 1) < 2 or threading.active_count() != 1 or not hasattr(os, "fork"):
+    if cores() < 2 or threading.active_count() != 1 or not hasattr(os, "fork"):
         yield
         return
     reader = Forked(_read_entries, ready=_ready_to_read)

@@ -11,12 +11,13 @@ is raised exactly as a serial build raises it.
 from __future__ import annotations
 
 import gc
-import os
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Callable, Iterator
+
+from digest.forked import cores
 
 if TYPE_CHECKING:
     from digest.build import BuiltEdition, Plan
@@ -85,13 +86,6 @@ def frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def workers_for(count: int, jobs: int | None = None) -> int:

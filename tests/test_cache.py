@@ -18,6 +18,7 @@ from benchmarks.synth import make_newsletter
 from digest import cache as cache_mod
 from digest.build import build, plan
 from digest.editions import make_edition
+from digest.forked import cores
 from digest.parallel import render_weeks, week_plans
 from digest.render import Renderer
 
@@ -498,7 +499,7 @@ def test_calendar_vevents_are_kept_between_builds_and_never_stale(newsletter: Pa
         assert pickle.loads(store.read_bytes())["tag"][0] == cache_mod.tool_fingerprint()
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "fork"), reason="workers are forked processes")
+@pytest.mark.skipif(cores() < 2 or not hasattr(os, "fork"), reason="workers are forked processes")
 def test_what_workers_learn_is_kept_as_a_serial_build_keeps_it(tmp_path: Path, monkeypatch) -> None:
     """premailer's parses, VTIMEZONEs and TZIDs made in the workers of a parallel --all
     reach the cache as a serial build's do: the weekly build after it (a new process)

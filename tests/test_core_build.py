@@ -19,6 +19,7 @@ from icalendar import Calendar
 from digest.build import build, plan, render_edition, style_chars
 from digest.config import load_config
 from digest.finish import MERGE_TAGS, hrefs
+from digest.forked import cores
 from digest.render import Renderer
 from tests.conftest import copy_example
 from tests.synthetic import write_week
@@ -336,7 +337,7 @@ def _count_pools(monkeypatch) -> list[int]:
 
 
 #: Entries are read in forked processes only with two or more cores (and one thread).
-FORKING = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="entries are read in forked processes from 2 cores")
+FORKING = pytest.mark.skipif(cores() < 2, reason="entries are read in forked processes from 2 cores")
 
 
 def _count_forks(monkeypatch) -> list[int]:

@@ -19,7 +19,7 @@ from digest.forked import FAILED, Forked
 from tests.conftest import copy_example
 from tests.synthetic import write_week
 
-FORKING = pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "fork"),
+FORKING = pytest.mark.skipif(forked.cores() < 2 or not hasattr(os, "fork"),
                              reason="a reader stands by only with fork() and 2 cores")
 
 
@@ -175,7 +175,7 @@ def test_ctrl_c_while_a_reader_stands_by_leaves_no_child_and_no_descriptor():
 def test_no_reader_stands_by_with_one_core_or_other_threads(monkeypatch):
     import threading
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(forked, "cores", lambda: 1)
     with forked.standing_by():
         assert forked._STANDING is None
     monkeypatch.undo()
