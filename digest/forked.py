@@ -210,4 +210,8 @@ def _read_entries(items: list, config: Any, tzids: dict, zones: set) -> tuple[li
     from digest import entries, ical
 
     read = [entries.read_entry(path, rel, config) for path, rel in items]
-    return read, ical.zones_needed([event for event, _ in read if event is not None], config, tzids, zones)
+    try:
+        made = ical.zones_needed([event for event, _ in read if event is not None], config, tzids, zones)
+    except Exception:  # the build makes them itself, as without a reader (and reports what fails there)
+        made = {}
+    return read, made

@@ -336,3 +336,33 @@ def test_a_cold_build_process_gets_its_zones_from_the_reader_and_keeps_them(tmp_
     kept = pickle.loads((out / ".cache" / "vtimezones.pickle").read_bytes())
     assert {tzid for tzid, _, _ in kept["zones"]} == {
         line.split(":", 1)[1] for path in week for line in path.read_text().splitlines() if line.startswith("TZID:")}
+
+
+@FORKING
+def test_zones_that_fail_in_the_reader_leave_its_entries_and_are_made_here(tmp_path, monkeypatch):
+    """A failure making zones in the reader (icalendar missing or broken) costs only the
+    zones: the entries still come from the reader, and the build makes the zones itself."""
+    from digest import ical
+
+    root = _newsletter(tmp_path)
+    items = entries._discover(root)
+    config = load_config(root)
+    expected = [entries.read_entry(path, rel, config) for path, rel in items]
+    parent, here = os.getpid(), []
+    real_read = entries.read_entry
+
+    def reading(path, rel, config):
+        if os.getpid() == parent:
+            here.append(rel)
+        return real_read(path, rel, config)
+
+    def broken(*args):
+        raise ImportError("icalendar")
+
+    monkeypatch.setattr(entries, "read_entry", reading)
+    monkeypatch.setattr(ical, "zones_needed", broken)
+    monkeypatch.setattr(ical, "ZONES", {})
+    monkeypatch.setattr(ical, "TZIDS", {})
+    with forked.standing_by():
+        assert entries.read_entries(items, config, meanwhile=lambda: None) == expected
+    assert here == [] and ical.ZONES == {} and _no_child_left()
