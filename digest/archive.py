@@ -246,9 +246,9 @@ def preload() -> None:
     new entries' zones (digest.forked): else it is rarely needed (~30 ms)."""
     import importlib
 
-    from digest import ical
+    from digest import forked, ical
 
-    zones = not ical.TZIDS and not ical.ZONES_COMING
+    zones = not ical.TZIDS and "zones" not in forked.HELPS
     for name in ("feedgen.feed",) + (("icalendar", "icalendar.timezone.tzid") if zones else ()):
         importlib.import_module(name)
 

@@ -110,7 +110,9 @@ def build(root: Path, weeks: tuple[str, ...], all_weeks: bool, out: Path | None,
     """
     from digest.forked import standing_by
 
-    with standing_by():  # an entry reader, importing the parsers while this process imports the rest
+    # An entry reader, importing the parsers while this process imports the rest (for a
+    # week or two, no workers: a first build's reader also inlines the CSS).
+    with standing_by(inline=not all_weeks and len(weeks) <= 2):
         from digest.build import build as run_build
 
         if not weeks and not all_weeks:

@@ -191,22 +191,15 @@ def _read_forked(items: list[tuple[Path, str]], config: Config, meanwhile: Calla
     If it cannot be started, or dies, or sends back anything but all of them, ITEMS are
     read here; an error of MEANWHILE (or Ctrl-C) is raised as it is, once the reader is
     stopped and reaped."""
-    from digest import ical
-    from digest.forked import Forked
+    from digest.forked import Forked, read_standing
 
-    if standing is not None:  # it also makes the zones the entries' calendars need (ical.zones_needed)
-        standing.ask(items, config, dict(ical.TZIDS), set(ical.ZONES))
-    with standing or Forked(lambda: [read_entry(path, rel, config) for path, rel in items]) as reader:
-        if reader.started and meanwhile is not None:  # else read here, below: nothing runs meanwhile
-            ical.ZONES_COMING = standing is not None
-            try:
+    if standing is not None:
+        read = read_standing(standing, items, config, meanwhile)
+    else:
+        with Forked(lambda: [read_entry(path, rel, config) for path, rel in items]) as reader:
+            if reader.started and meanwhile is not None:  # else read here, below: nothing runs meanwhile
                 meanwhile()
-            finally:
-                ical.ZONES_COMING = False
-        read = reader.result()
-    if standing is not None and isinstance(read, tuple) and len(read) == 2:
-        read, zones = read
-        ical.adopt_zones(zones)
+            read = reader.result()
     if not isinstance(read, list) or len(read) != len(items):
         return _read_here(items, config, advance)
     return [_counted(result, advance) for result in read]

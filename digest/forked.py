@@ -4,8 +4,10 @@ through a pipe; anything that goes wrong there (no fork, a crash, a kill, an ans
 short) gives FAILED, and the caller does the work itself: the same code, here.
 
 A Forked process can also be started before its work is known (`ask`): it gets ready
-(imports) while this one does the same, then waits for its arguments. `digest build`
-starts its entry reader that way, first thing (standing_by)."""
+(imports) while this one does the same, then waits for its arguments, and after its
+answer serves further requests (`request`) until stopped. `digest build` starts its
+entry reader that way, first thing (standing_by); a first build's reader also inlines
+the edition's CSS (premailer), imported there while this process renders."""
 
 from __future__ import annotations
 
@@ -25,11 +27,16 @@ class Forked:
     (also on leaving a `with` block) kills it if it still runs. Either reaps it.
 
     With READY: the process runs READY(), then waits for ask(*ARGS) and answers
-    FN(*ARGS); it ends without an answer if stopped before it is asked."""
+    FN(*ARGS); it ends without an answer if stopped before it is asked. After that it
+    answers request(NAME, *ARGS) with SERVES[NAME](*ARGS), one at a time, until stopped;
+    an error there answers FAILED (the caller does that work itself) and it goes on."""
 
-    def __init__(self, fn: Callable[..., Any], ready: Callable[[], None] | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], ready: Callable[[], None] | None = None,
+                 serves: dict[str, Callable[..., Any]] | None = None) -> None:
         self.pid = -1
         self._receive = self._ask = -1
+        self._owner = os.getpid()
+        self._talks = ready is not None
         try:
             receive, send = os.pipe()
         except OSError:  # out of file descriptors
@@ -59,19 +66,14 @@ class Forked:
 
                 gc.disable()  # short-lived: its collections would walk (and copy) every object inherited
                 os.close(receive)
-                args: tuple = ()
                 if ready is not None:
                     os.close(ask)
                     ready()
-                    with open(asked, "rb", closefd=True) as pipe:
-                        request = pipe.read()
-                    if not request:  # stopped before it was asked: nothing to do
-                        status = 0
-                        return
-                    args = pickle.loads(request)
-                data = pickle.dumps(fn(*args), pickle.HIGHEST_PROTOCOL)
-                with open(send, "wb", closefd=True) as pipe:
-                    pipe.write(data)
+                    _serve(asked, send, fn, serves or {})
+                else:
+                    data = pickle.dumps(fn(), pickle.HIGHEST_PROTOCOL)
+                    with open(send, "wb", closefd=True) as pipe:
+                        pipe.write(data)
                 status = 0
             finally:
                 os._exit(status)
@@ -97,12 +99,25 @@ class Forked:
 
     def ask(self, *args: Any) -> None:
         """Send ARGS to a process started with READY (once): it answers FN(*ARGS)."""
-        ask, self._ask = self._ask, -1
-        if ask < 0:
+        self._send(None, args)
+
+    def request(self, name: str, *args: Any) -> Any:
+        """SERVES[NAME](*ARGS) from a process started with READY, once it has answered
+        ask: the answer, or FAILED (then it is stopped if it broke down). Only from the
+        process that started it (not from one forked since)."""
+        if os.getpid() != self._owner or self._ask < 0:
+            return FAILED
+        self._send(name, args)
+        return self.result()
+
+    def _send(self, name: str | None, args: tuple) -> None:
+        if self._ask < 0:
             return
         try:
-            with open(ask, "wb", closefd=True) as pipe:
-                pipe.write(pickle.dumps(args, pickle.HIGHEST_PROTOCOL))
+            data = pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL)
+            os.write(self._ask, len(data).to_bytes(8, "little"))
+            with open(self._ask, "wb", closefd=False) as pipe:
+                pipe.write(data)
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             # it died (EPIPE), or ARGS do not pickle: no answer will come (result() is FAILED)
             self.stop()
@@ -111,9 +126,20 @@ class Forked:
             raise
 
     def result(self) -> Any:
-        """FN()'s answer, or FAILED."""
+        """FN()'s answer (with READY: the answer to what was last sent), or FAILED."""
         if self.pid < 0:
             return FAILED
+        if self._talks:
+            try:
+                answer = _receive_frame(self._receive)
+            except BaseException:
+                self.stop()
+                raise
+            if answer is None:  # it died: reap it
+                self.stop()
+                return FAILED
+            ok, value = answer
+            return value if ok else FAILED
         answer: Any = FAILED
         try:
             with open(self._receive, "rb", closefd=False) as pipe:
@@ -158,6 +184,58 @@ class Forked:
         self.stop()
 
 
+def _receive_frame(fd: int) -> tuple | None:
+    """One length-prefixed pickle from FD; None at its end (or cut short)."""
+    with open(fd, "rb", closefd=False, buffering=0) as pipe:
+        head = _read_exactly(pipe, 8)
+        if head is None:
+            return None
+        data = _read_exactly(pipe, int.from_bytes(head, "little"))
+    if data is None:
+        return None
+    try:
+        return pickle.loads(data)
+    except Exception:
+        return None
+
+
+def _read_exactly(pipe: Any, size: int) -> bytes | None:
+    parts, got = [], 0
+    while got < size:
+        chunk = pipe.read(size - got)
+        if not chunk:
+            return None
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _serve(asked: int, send: int, fn: Callable[..., Any], serves: dict[str, Callable[..., Any]]) -> None:
+    """(In the child.) Answer what comes through ASKED: FN's first, then SERVES', until its end."""
+    while True:
+        request = _receive_frame(asked)
+        if request is None:  # stopped: nothing more to do
+            return
+        name, args = request
+        if name is None:
+            answer = (True, fn(*args))  # an error here ends the child: the caller reads itself
+        else:
+            try:
+                answer = (True, serves[name](*args))
+            except Exception:
+                answer = (False, None)
+        data = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+        os.write(send, len(data).to_bytes(8, "little"))
+        with open(send, "wb", closefd=False) as pipe:
+            pipe.write(data)
+        while AFTER:  # work that waited for the answer to be sent (preparing later requests)
+            AFTER.pop(0)()
+
+
+#: (In a child started with READY.) What to do once the answer being made is sent.
+AFTER: list[Callable[[], None]] = []
+
+
 def cores() -> int:
     """The CPUs this process may run on (its affinity: a container's share, `taskset`)."""
     try:
@@ -167,28 +245,38 @@ def cores() -> int:
 
 
 #: The entry reader `digest build` starts first thing (standing_by); digest.entries
-#: claims it for the entries its cache lacks.
+#: claims it for the entries its cache lacks (read_standing).
 _STANDING: Forked | None = None
+#: Whether the reader may also inline (standing_by's INLINE), and the reader once it does.
+_MAY_INLINE = False
+_INLINER: Forked | None = None
+#: What the reader does for the build besides reading, while the build gets ready
+#: (read_standing's MEANWHILE): "zones" (the TZIDs and VTIMEZONEs of the new entries'
+#: calendars: digest.ical.zones_needed), "inline" (the edition's CSS, for a first build:
+#: inliner). digest.archive.preload and Renderer.warm then do not import what it needs.
+HELPS: frozenset[str] = frozenset()
 
 
 @contextmanager
-def standing_by() -> Iterator[None]:
+def standing_by(inline: bool = False) -> Iterator[None]:
     """While the block runs, a forked entry reader stands by (claim): it imports the
     entry parsers (YAML, Markdown, dateutil: ~55 ms) while this process imports the
-    renderers, and then reads what it is asked. Only with two or more cores, one thread,
-    and fork(); stopped and reaped when the block ends, asked or not."""
-    global _STANDING
+    renderers, and then reads what it is asked. With INLINE (a build of a week or two:
+    no workers), a first build's reader then imports premailer and cssutils and inlines
+    the editions' CSS (~70 ms of imports and parsing off this process). Only with two or
+    more cores, one thread, and fork(); stopped and reaped when the block ends."""
+    global _STANDING, _MAY_INLINE, _INLINER
     import threading
 
     if cores() < 2 or threading.active_count() != 1 or not hasattr(os, "fork"):
         yield
         return
-    reader = Forked(_read_entries, ready=_ready_to_read)
-    _STANDING = reader if reader.started else None
+    reader = Forked(_read_entries, ready=_ready_to_read, serves={"inline": _inline})
+    _STANDING, _MAY_INLINE = (reader if reader.started else None), inline
     try:
         yield
     finally:
-        _STANDING = None
+        _STANDING, _MAY_INLINE, _INLINER = None, False, None
         reader.stop()
 
 
@@ -199,19 +287,80 @@ def claim() -> Forked | None:
     return reader
 
 
+def read_standing(reader: Forked, items: list, config: Any, meanwhile: Callable[[], None] | None) -> Any:
+    """ITEMS read by READER (claimed) while MEANWHILE runs here, or FAILED. It also makes
+    the zones their calendars need, taken here (digest.ical), and for a first build
+    prepares to inline (inliner). An error of MEANWHILE (or Ctrl-C) stops it and is raised."""
+    global HELPS, _INLINER
+    from digest import ical, render
+
+    # A first build's reader inlines instead of making zones: premailer's imports are the
+    # longer wait, and this process has time for icalendar's while the reader reads.
+    inline = _MAY_INLINE and render.inlining_is_cold()
+    reader.ask(items, config, dict(ical.TZIDS), set(ical.ZONES), inline)
+    try:
+        if reader.started and meanwhile is not None:  # else read here: nothing runs meanwhile
+            HELPS = frozenset({"inline"} if inline else {"zones"})
+            try:
+                meanwhile()
+            finally:
+                HELPS = frozenset()
+        answer = reader.result()
+    except BaseException:
+        reader.stop()
+        raise
+    if not (isinstance(answer, tuple) and len(answer) == 2):
+        reader.stop()
+        return FAILED
+    read, zones = answer
+    ical.adopt_zones(zones)
+    if inline:
+        _INLINER = reader
+    else:
+        reader.stop()
+    return read
+
+
+def inliner() -> Forked | None:
+    """The reader, when it inlines this build's CSS (read_standing); None once it is gone."""
+    return _INLINER if _INLINER is not None and _INLINER.started else None
+
+
 def _ready_to_read() -> None:
     from digest.entries import ready_to_read
 
     ready_to_read()
 
 
-def _read_entries(items: list, config: Any, tzids: dict, zones: set) -> tuple[list, dict]:
-    """ITEMS read, and the zones their calendars need that the build lacks (TZIDS, ZONES: digest.ical)."""
+def _read_entries(items: list, config: Any, tzids: dict, zones: set, inline: bool = False) -> tuple[list, dict]:
+    """(In the reader.) ITEMS read, and the zones their calendars need that the build
+    lacks (TZIDS, ZONES: digest.ical); with INLINE, premailer is imported next."""
     from digest import entries, ical
 
     read = [entries.read_entry(path, rel, config) for path, rel in items]
-    try:
-        made = ical.zones_needed([event for event, _ in read if event is not None], config, tzids, zones)
-    except Exception:  # the build makes them itself, as without a reader (and reports what fails there)
-        made = {}
+    made: dict = {}
+    if inline:
+        AFTER.append(_ready_to_inline)
+    else:
+        try:
+            made = ical.zones_needed([event for event, _ in read if event is not None], config, tzids, zones)
+        except Exception:  # the build makes them itself, as without a reader (and reports what fails there)
+            made = {}
     return read, made
+
+
+def _ready_to_inline() -> None:
+    """(In the reader, once its entries are sent.) A first build parses its CSS: premailer and cssutils now."""
+    import importlib
+
+    importlib.import_module("cssutils")
+    from digest.render import _premailer_class
+
+    _premailer_class()
+
+
+def _inline(html: str, css: str) -> tuple[str, dict]:
+    """(In the reader.) digest.render.inline_css, and the parses it made for the build's cache."""
+    from digest import render
+
+    return render.inline_css(html, css), render.inline_parses()

@@ -292,11 +292,6 @@ def remember_vevents(events: Iterable[Event], config: Config, made: tuple[tuple[
 ZONES: dict[tuple[str, int, int], bytes] = {}
 
 
-#: Set while a reader standing by (digest.forked) makes the zones a build's new entries
-#: need (zones_needed): the build then does not import icalendar meanwhile.
-ZONES_COMING = False
-
-
 def zones_needed(events: Iterable[Event], config: Config, tzids: dict[str, str],
                  zones: set[tuple[str, int, int]]) -> dict[str, dict]:
     """(In a reader standing by: digest.forked.) The TZIDs and VTIMEZONEs that EVENTS'

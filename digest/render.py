@@ -201,8 +201,11 @@ class Renderer:
                 pass  # rendering reports it, with the file and line
         import importlib
 
+        from digest import forked
+
         importlib.import_module("mjml")
-        _premailer_class()
+        if "inline" not in forked.HELPS:  # else the entry reader inlines (a first build)
+            _premailer_class()
 
     def mjml(self, context: dict[str, Any]) -> str:
         source = self._render("digest.mjml", {**context, "preview_padding": PREVIEW_PADDING})
@@ -481,8 +484,26 @@ def inline_parses() -> dict[str, dict]:
     return {"rules": rules, "pairs": pairs}
 
 
+def inlining_is_cold() -> bool:
+    """Whether inlining here would first import premailer and parse CSS (a first build: no parses kept)."""
+    return _INLINER is None and not _SEEDS["rules"]
+
+
 def inline_css(html: str, css: str) -> str:
-    """Inline our content CSS only; keep MJML's <style> blocks, classes, doctype and MSO blocks."""
+    """Inline our content CSS only; keep MJML's <style> blocks, classes, doctype and MSO blocks.
+
+    In a first `digest build`, the entry reader does it (digest.forked.inliner), with the
+    same code: premailer is imported there while this process renders."""
+    from digest import forked
+
+    helper = forked.inliner()
+    if helper is not None:
+        answer = helper.request("inline", html, css)
+        if answer is not forked.FAILED:
+            inlined, parses = answer
+            seed_inline_parses(parses)  # kept by the cache, as if made here
+            return inlined
+    # (FAILED: the reader is gone, or it failed: here, where an error is reported as it should be)
     Premailer = _premailer_class()
 
     # MJML's head CSS (resets, column widths, media queries, dark mode) must stay a

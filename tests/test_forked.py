@@ -309,60 +309,152 @@ def test_the_zones_a_reader_makes_are_all_the_calendars_of_its_entries_need(tmp_
     assert ical.zones_needed(events, config, dict(ical.TZIDS), set(ical.ZONES)) == {"tzids": {}, "zones": {}}
 
 
+def _entry(root: Path, name: str, day: str, zone: str) -> None:
+    folder = root / "entries" / "zoned"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.md").write_text(
+        f"---\ntitle: Talk {name}\norganizer: Organizer {name}\nstart: {day} 10:00\nend: {day} 11:30\n"
+        f"timezone: {zone}\nregister: https://example.org/{name}\n---\nA talk.\n", encoding="utf-8")
+
+
+_CLI = ("import sys\nfrom digest.cli import main\nsys.argv = ['digest'] + sys.argv[1:]\ntry:\n    main()\n"
+        "finally:\n    print(sorted(m for m in ('cssutils', 'icalendar', 'markdown_it', 'premailer', 'yaml')"
+        " if m in sys.modules), file=sys.stderr)\n")
+
+
+def _cli_build(root: Path, out: Path, week: str) -> list[str]:
+    """`digest build --week WEEK` as a process: the modules of interest it imported (its last stderr line)."""
+    done = subprocess.run([sys.executable, "-c", _CLI, "build", "--root", str(root), "--week", week,
+                           "--today", "2020-11-01", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stderr.strip().splitlines()[-1])
+
+
+def _same_files(out: Path, reference: Path, week: str) -> None:
+    names = sorted(p.name for p in (reference / week).iterdir() if p.name != "manifest.json")
+    assert "digest.html" in names and any(name.endswith(".ics") and name != "events.ics" for name in names)
+    for name in names:
+        assert (out / week / name).read_bytes() == (reference / week / name).read_bytes(), name
+    assert (out / "events.ics").read_bytes() == (reference / "events.ics").read_bytes()
+
+
 @FORKING
-def test_a_cold_build_process_gets_its_zones_from_the_reader_and_keeps_them(tmp_path):
-    """A first `digest build` (no output folder): the reader standing by makes the week's
-    TZIDs and VTIMEZONEs, so this process does not import icalendar; the calendars are an
-    uncached in-process build's, and the cache keeps the zones for the next build."""
+def test_a_first_build_process_has_its_css_inlined_by_the_reader_and_keeps_the_parses(tmp_path):
+    """A first `digest build` (no output folder): the reader standing by reads the entries
+    and then inlines the edition's CSS, so this process imports neither premailer nor
+    cssutils (nor the entry parsers); every file is an uncached in-process build's, and
+    the cache keeps the parses and zones: the next week's build parses no CSS."""
     import pickle
 
     from digest.build import build
 
     root = _newsletter(tmp_path, weeks=1, per_week=12)
     out = tmp_path / "out"
-    code = ("import sys\nfrom digest.cli import main\nsys.argv = ['digest'] + sys.argv[1:]\ntry:\n    main()\n"
-            "finally:\n    print('icalendar' in sys.modules, file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", code, "build", "--root", str(root), "--week", "2020-W45",
-                           "--today", "2020-11-01", "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "False"
+    assert _cli_build(root, out, "2020-W45") == ["icalendar"]  # the zones are made here meanwhile
     reference = tmp_path / "reference"
     build(root, reference, weeks=("2020-W45",), today=date(2020, 11, 1), use_cache=False)
-    week = sorted((reference / "2020-W45").glob("*.ics"))
-    assert len(week) == 13
-    for path in week:
-        assert (out / "2020-W45" / path.name).read_bytes() == path.read_bytes()
-    assert (out / "events.ics").read_bytes() == (reference / "events.ics").read_bytes()
-    kept = pickle.loads((out / ".cache" / "vtimezones.pickle").read_bytes())
-    assert {tzid for tzid, _, _ in kept["zones"]} == {
-        line.split(":", 1)[1] for path in week for line in path.read_text().splitlines() if line.startswith("TZID:")}
+    _same_files(out, reference, "2020-W45")
+    parses = pickle.loads((out / ".cache" / "inline.pickle").read_bytes())["parses"]
+    assert parses["rules"] and len(parses["pairs"]) >= 5  # the content CSS, and the styles it met
+    zones = pickle.loads((out / ".cache" / "vtimezones.pickle").read_bytes())["zones"]
+    assert {tzid for tzid, _, _ in zones} == {line.split(":", 1)[1] for path in (out / "2020-W45").glob("*.ics")
+                                             for line in path.read_text().splitlines() if line.startswith("TZID:")}
+    for path in root.glob("entries/synthetic/1-*.md"):  # none: next week's entries, then its build
+        raise AssertionError(path)
+    write_week(root, date(2020, 11, 9), 6, seed=1)
+    time.sleep(2.1)  # the cache trusts files written 2 s before it looks
+    assert "cssutils" not in _cli_build(root, out, "2020-W46")
 
 
 @FORKING
-def test_zones_that_fail_in_the_reader_leave_its_entries_and_are_made_here(tmp_path, monkeypatch):
-    """A failure making zones in the reader (icalendar missing or broken) costs only the
-    zones: the entries still come from the reader, and the build makes the zones itself."""
-    from digest import ical
+def test_a_weekly_build_process_gets_new_zones_from_the_reader(tmp_path):
+    """Last week's build knew one zone; this week's new entries bring others: the reader
+    makes their TZIDs and VTIMEZONEs (this process imports no icalendar), the calendars
+    are an uncached build's, and the cache keeps the zones."""
+    import pickle
 
-    root = _newsletter(tmp_path)
+    from digest.build import build
+
+    root = copy_example(tmp_path / "n")
+    for name in ("a", "b"):
+        _entry(root, name, "2020-11-03", "Europe/Berlin")
+    out = tmp_path / "out"
+    _cli_build(root, out, "2020-W45")
+    for name, zone in (("c", "America/Bogota"), ("d", "Asia/Tokyo"), ("e", "Europe/Berlin")):
+        _entry(root, name, "2020-11-10", zone)
+    time.sleep(2.1)  # the cache trusts files written 2 s before it looks
+    imported = _cli_build(root, out, "2020-W46")
+    assert "icalendar" not in imported and "yaml" not in imported and "cssutils" not in imported
+    reference = tmp_path / "reference"
+    build(root, reference, weeks=("2020-W45", "2020-W46"), today=date(2020, 11, 1), use_cache=False)
+    _same_files(out, reference, "2020-W46")
+    kept = pickle.loads((out / ".cache" / "vtimezones.pickle").read_bytes())
+    assert {"America/Bogota", "Asia/Tokyo", "Europe/Berlin"} <= {tzid for tzid, _, _ in kept["zones"]}
+
+
+@FORKING
+def test_a_ready_process_serves_requests_in_turn_after_its_answer(tmp_path, monkeypatch):
+    """After answering ask, the process answers request(NAME, ...) one at a time; work
+    put in AFTER runs once the answer is sent; an error in a request answers FAILED and
+    the process goes on; a process forked since (a build's worker) gets FAILED at once."""
+    mark = tmp_path / "after"
+
+    def first(x):
+        forked.AFTER.append(mark.touch)
+        return x + 1
+
+    def boom():
+        raise ValueError("no")
+
+    serves = {"double": lambda x: 2 * x, "boom": boom, "after": mark.exists}
+    with Forked(first, ready=lambda: None, serves=serves) as child:
+        child.ask(1)
+        assert child.result() == 2
+        assert child.request("after") is True  # AFTER ran before the next request was read
+        assert child.request("double", 21) == 42
+        assert child.request("boom") is FAILED and child.started
+        assert child.request("double", 2) == 4
+        monkeypatch.setattr(os, "getpid", lambda: -7)
+        assert child.request("double", 3) is FAILED and child.started
+        monkeypatch.undo()
+        assert child.request("double", 3) == 6
+    assert _no_child_left()
+
+
+def _inline_case() -> tuple[str, str]:
+    html = ('<html><head><style type="text/css">p{margin:0}</style></head><body>'
+            '<p class="a" style="color:red">x</p><div class="b">y</div></body></html>')
+    return html, ".a { font-weight: bold } .b { color: #123456 }"
+
+
+@FORKING
+@pytest.mark.parametrize("failure", ["none", "dies", "raises"])
+def test_the_reader_inlines_a_first_build_and_when_it_cannot_this_process_does(tmp_path, monkeypatch, failure):
+    """Asked for a first build (no parses kept, premailer not imported here), the reader
+    inlines what inline_css is given: the same bytes as here, and its parses kept here.
+    If it dies, or fails, inline_css does it here (where an error is reported as always)."""
+    from digest import render
+
+    monkeypatch.setattr(render, "_INLINER", None)
+    monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
+    if failure == "dies":
+        monkeypatch.setattr(forked, "_inline", lambda html, css: os._exit(1))
+    elif failure == "raises":
+        monkeypatch.setattr(forked, "_inline", lambda html, css: 1 / 0)
+    root = _newsletter(tmp_path, weeks=1)
     items = entries._discover(root)
     config = load_config(root)
-    expected = [entries.read_entry(path, rel, config) for path, rel in items]
-    parent, here = os.getpid(), []
-    real_read = entries.read_entry
-
-    def reading(path, rel, config):
-        if os.getpid() == parent:
-            here.append(rel)
-        return real_read(path, rel, config)
-
-    def broken(*args):
-        raise ImportError("icalendar")
-
-    monkeypatch.setattr(entries, "read_entry", reading)
-    monkeypatch.setattr(ical, "zones_needed", broken)
-    monkeypatch.setattr(ical, "ZONES", {})
-    monkeypatch.setattr(ical, "TZIDS", {})
-    with forked.standing_by():
-        assert entries.read_entries(items, config, meanwhile=lambda: None) == expected
-    assert here == [] and ical.ZONES == {} and _no_child_left()
+    html, css = _inline_case()
+    warmed: list[str] = []
+    with forked.standing_by(inline=True):
+        entries.read_entries(items, config, meanwhile=lambda: warmed.append(",".join(sorted(forked.HELPS))))
+        assert warmed == ["inline"] and forked.inliner() is not None
+        inlined = render.inline_css(html, css)
+        assert (render._INLINER is None) == (failure == "none")  # premailer imported here only as a fallback
+        assert (forked.inliner() is None) == (failure == "dies")
+        if failure == "none":
+            assert render._SEEDS["rules"] and render._SEEDS["pairs"]  # the reader's parses, for the cache
+    assert forked.inliner() is None and _no_child_left()
+    monkeypatch.setattr(render, "_INLINER", None)
+    monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
+    assert inlined == render.inline_css(html, css)  # made here, with nothing standing by
