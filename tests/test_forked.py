@@ -18,6 +18,7 @@ from digest.config import load_config
 from digest.forked import FAILED, Forked
 from tests.conftest import copy_example
 from tests.synthetic import write_week
+from tests.test_core_build import _count_forks
 
 FORKING = pytest.mark.skipif(forked.cores() < 2 or not hasattr(os, "fork"),
                              reason="a reader stands by only with fork() and 2 cores")
@@ -33,6 +34,22 @@ def _no_child_left() -> bool:
 
 def _descriptors() -> int | None:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+
+def _reads_here(monkeypatch, fatal: str | None = None) -> list[str]:
+    """The entries read_entry reads in this process from now on (a reader reading FATAL dies)."""
+    parent, here = os.getpid(), []
+    real = entries.read_entry
+
+    def reading(path, rel, config):
+        if os.getpid() != parent and rel == fatal:
+            os._exit(1)
+        if os.getpid() == parent:
+            here.append(rel)
+        return real(path, rel, config)
+
+    monkeypatch.setattr(entries, "read_entry", reading)
+    return here
 
 
 def _newsletter(tmp_path: Path, weeks: int = 2, per_week: int = 4) -> Path:
@@ -94,32 +111,15 @@ def test_entries_are_read_by_the_reader_standing_by_and_nothing_more_is_forked(t
     root = _newsletter(tmp_path)
     items = entries._discover(root)
     config = load_config(root)
-    real_read = entries.read_entry
-    expected = [real_read(path, rel, config) for path, rel in items]
-    parent, here = os.getpid(), []
-
-    def reading(path, rel, config):
-        if os.getpid() == parent:
-            here.append(rel)
-        return real_read(path, rel, config)
-
-    monkeypatch.setattr(entries, "read_entry", reading)
+    expected = [entries.read_entry(path, rel, config) for path, rel in items]
+    here = _reads_here(monkeypatch)
     calls: list[int] = []
     few = items[:2]
     assert len(few) < entries.FORK_MIN
     with forked.standing_by():
         standing = forked._STANDING
         assert standing is not None and standing.started
-        made: list[int] = []
-        real_fork = os.fork
-
-        def fork():
-            pid = real_fork()
-            if pid:
-                made.append(pid)
-            return pid
-
-        monkeypatch.setattr(os, "fork", fork)
+        made = _count_forks(monkeypatch)
         assert entries.read_entries(few, config, meanwhile=lambda: calls.append(1)) == expected[:2]
         assert here == [] and calls == [1] and made == []  # read there, while MEANWHILE ran here
         assert forked.claim() is None  # claimed once
@@ -135,19 +135,8 @@ def test_a_reader_standing_by_that_dies_leaves_the_entries_to_be_read_here(tmp_p
     root = _newsletter(tmp_path)
     items = entries._discover(root)
     config = load_config(root)
-    real_read = entries.read_entry
-    expected = [real_read(path, rel, config) for path, rel in items]
-    parent, victim = os.getpid(), items[1][1]
-    here: list[str] = []
-
-    def dying(path, rel, config):
-        if os.getpid() != parent and rel == victim:
-            os._exit(1)
-        if os.getpid() == parent:
-            here.append(rel)
-        return real_read(path, rel, config)
-
-    monkeypatch.setattr(entries, "read_entry", dying)
+    expected = [entries.read_entry(path, rel, config) for path, rel in items]
+    here = _reads_here(monkeypatch, fatal=items[1][1])
     counted: list[int] = []
 
     def progress(total):
@@ -458,3 +447,26 @@ def test_the_reader_inlines_a_first_build_and_when_it_cannot_this_process_does(t
     monkeypatch.setattr(render, "_INLINER", None)
     monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
     assert inlined == render.inline_css(html, css)  # made here, with nothing standing by
+
+
+@FORKING
+def test_zones_that_fail_in_the_reader_leave_its_entries_and_are_made_here(tmp_path, monkeypatch):
+    """A failure making zones in the reader (icalendar missing or broken) costs only the
+    zones: the entries still come from the reader, and the build makes the zones itself."""
+    from digest import ical
+
+    root = _newsletter(tmp_path)
+    items = entries._discover(root)
+    config = load_config(root)
+    expected = [entries.read_entry(path, rel, config) for path, rel in items]
+    here = _reads_here(monkeypatch)
+
+    def broken(*args):
+        raise ImportError("icalendar")
+
+    monkeypatch.setattr(ical, "zones_needed", broken)
+    monkeypatch.setattr(ical, "ZONES", {})
+    monkeypatch.setattr(ical, "TZIDS", {})
+    with forked.standing_by():
+        assert entries.read_entries(items, config, meanwhile=lambda: None) == expected
+    assert here == [] and ical.ZONES == {} and _no_child_left()
