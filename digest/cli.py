@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from datetime import date
@@ -200,13 +201,14 @@ def _one_shot(args: list[str]) -> bool:
 
 
 def main() -> None:
-    if _one_shot(sys.argv[1:]):
+    one_shot = _one_shot(sys.argv[1:])
+    if one_shot:
         import gc
 
         gc.disable()
     try:
         cli.main(standalone_mode=False, prog_name="digest")
-        _leaving()
+        _leaving(one_shot)
     except DigestError as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -223,12 +225,20 @@ def main() -> None:
         sys.exit(130)
 
 
-def _leaving() -> None:
-    """The command is done and the process ends: leave everything it holds out of the
-    collector's passes. The interpreter's shutdown otherwise walks a build's whole heap
-    several times (~90 ms after a year's archive); memory goes back to the system either
-    way, and every file was written and closed with its `with` block."""
+def _leaving(one_shot: bool) -> None:
+    """The command is done and the process ends: its output is flushed; every file it
+    wrote was written and closed with its `with` block, and every process it started was
+    stopped and reaped. A one-shot command (ONE_SHOT) then ends at once, as mypy's
+    hard_exit does: the interpreter's shutdown would free its whole heap module by module
+    (~6 ms after a week's build) and walk it with the collector (~90 ms after a year's
+    archive). Other commands keep their heap out of the collector's passes."""
     import gc
 
     sys.stdout.flush()
+    sys.stderr.flush()
+    if one_shot:
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.shutdown()  # the one exit handler a build registers
+        os._exit(0)
     gc.freeze()
