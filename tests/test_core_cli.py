@@ -73,3 +73,31 @@ def test_one_shot_commands_run_without_the_cycle_collector(tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "collector on: False" in done.stdout and (tmp_path / "out" / "2020-W41" / "digest.html").is_file()
+
+
+def test_a_one_shot_command_ends_at_once_with_its_output_whole(tmp_path):
+    """`digest build` and `digest check` end with os._exit once done (digest.cli._leaving):
+    their output on a pipe is whole and their status 0, and the interpreter's shutdown
+    (here, an exit handler) does not run; other commands end as usual."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, copy_example
+
+    root = copy_example(tmp_path / "nl")
+    code = ("import atexit, sys\natexit.register(lambda: print('shutdown ran'))\n"
+            "from digest.cli import main\nsys.argv = ['digest', *sys.argv[1:]]\nmain()\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code, *args, "--root", str(root)],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    built = run("build", "--week", "2020-W41", "--today", "2020-10-01", "--out", str(tmp_path / "out"))
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.startswith("2020-W41: ") and built.stdout.endswith("\n") and "shutdown ran" not in built.stdout
+    checked = run("check")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() and "shutdown ran" not in checked.stdout
+    listed = run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.rstrip().endswith("shutdown ran")
