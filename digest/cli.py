@@ -231,14 +231,18 @@ def _leaving(one_shot: bool) -> None:
     stopped and reaped. A one-shot command (ONE_SHOT) then ends at once, as mypy's
     hard_exit does: the interpreter's shutdown would free its whole heap module by module
     (~6 ms after a week's build) and walk it with the collector (~90 ms after a year's
-    archive). Other commands keep their heap out of the collector's passes."""
+    archive). Its exit handlers are skipped with it: logging's is run here; the others a
+    build registers (multiprocessing's, concurrent.futures') have nothing left to do, its
+    pools being joined. Not under a profiler or a tracer (cProfile, coverage): they write
+    their data at the interpreter's shutdown. Other commands keep their heap out of the
+    collector's passes."""
     import gc
 
     sys.stdout.flush()
     sys.stderr.flush()
-    if one_shot:
+    if one_shot and sys.getprofile() is None and sys.gettrace() is None:
         logging = sys.modules.get("logging")
         if logging is not None:
-            logging.shutdown()  # the one exit handler a build registers
+            logging.shutdown()
         os._exit(0)
     gc.freeze()

@@ -133,7 +133,10 @@ def read_entries(items: list[tuple[Path, str]], config: Config,
 
     cores = forked.cores()
     with (progress(len(items)) if progress else nullcontext(None)) as advance:
-        standing = forked.claim() if 0 < len(items) < PARALLEL_MIN else None
+        standing = forked.claim()
+        if standing is not None and not 0 < len(items) < PARALLEL_MIN:
+            standing.stop()  # nothing to read, or a pool's work: it is not needed
+            standing = None
         if standing is not None:  # its imports are done, or under way: even one entry is read there
             return _read_forked(items, config, meanwhile, advance, standing)
         can_fork = cores >= 2 and threading.active_count() == 1 and hasattr(os, "fork")

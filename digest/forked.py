@@ -113,6 +113,9 @@ class Forked:
     def _send(self, name: str | None, args: tuple) -> None:
         if self._ask < 0:
             return
+        if os.getpid() != self._owner:  # inherited by a forked process: not its reader
+            self._forget()
+            return
         try:
             data = pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL)
             os.write(self._ask, len(data).to_bytes(8, "little"))
@@ -154,13 +157,31 @@ class Forked:
         return answer if self._reap() == 0 else FAILED
 
     def stop(self) -> None:
-        """Kill the child if it still runs, and reap it."""
+        """Kill the child if it still runs, and reap it. In a process forked since (which
+        inherited this object), only close the pipes: the child is not its own."""
+        if os.getpid() != self._owner:
+            self._forget()
+            return
         if self.pid > 0:
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)  # killed and reaped, or neither
             try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self._reap()
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._reap()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _forget(self) -> None:
+        """Close the pipes without touching the child (in a process that does not own it)."""
+        for fd in (self._ask, self._receive):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.pid = self._receive = self._ask = -1
 
     def _reap(self) -> int:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)  # no Ctrl-C leaves it a zombie
@@ -271,13 +292,28 @@ def standing_by(inline: bool = False) -> Iterator[None]:
     if cores() < 2 or threading.active_count() != 1 or not hasattr(os, "fork"):
         yield
         return
-    reader = Forked(_read_entries, ready=_ready_to_read, serves={"inline": _inline})
-    _STANDING, _MAY_INLINE = (reader if reader.started else None), inline
+    reader: Forked | None = None
     try:
+        reader = Forked(_read_entries, ready=_ready_to_read, serves={"inline": _inline})
+        _STANDING, _MAY_INLINE = (reader if reader.started else None), inline
         yield
     finally:
+        if reader is not None:
+            reader.stop()
         _STANDING, _MAY_INLINE, _INLINER = None, False, None
-        reader.stop()
+
+
+def _forget_in_child() -> None:
+    """(In any process forked from here.) The reader's pipes are not its own: close them,
+    so that they close when this process ends (a reader waits for its pipe to close)."""
+    global _STANDING, _INLINER
+    for reader in {id(r): r for r in (_STANDING, _INLINER) if r is not None}.values():
+        reader._forget()
+    _STANDING = _INLINER = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def claim() -> Forked | None:
@@ -360,7 +396,16 @@ def _ready_to_inline() -> None:
 
 
 def _inline(html: str, css: str) -> tuple[str, dict]:
-    """(In the reader.) digest.render.inline_css, and the parses it made for the build's cache."""
+    """(In the reader.) digest.render.inline_css, and the parses not sent before, for the build's cache."""
     from digest import render
 
-    return render.inline_css(html, css), render.inline_parses()
+    inlined = render.inline_css(html, css)
+    new = {kind: {key: value for key, value in table.items() if key not in _SENT[kind]}
+           for kind, table in render.inline_parses().items()}
+    for kind, table in new.items():
+        _SENT[kind].update(table)
+    return inlined, new
+
+
+#: (In the reader.) The parses' keys already sent to the build, by kind.
+_SENT: dict[str, set] = {"rules": set(), "pairs": set()}

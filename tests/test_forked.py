@@ -345,9 +345,7 @@ def test_a_first_build_process_has_its_css_inlined_by_the_reader_and_keeps_the_p
     zones = pickle.loads((out / ".cache" / "vtimezones.pickle").read_bytes())["zones"]
     assert {tzid for tzid, _, _ in zones} == {line.split(":", 1)[1] for path in (out / "2020-W45").glob("*.ics")
                                              for line in path.read_text().splitlines() if line.startswith("TZID:")}
-    for path in root.glob("entries/synthetic/1-*.md"):  # none: next week's entries, then its build
-        raise AssertionError(path)
-    write_week(root, date(2020, 11, 9), 6, seed=1)
+    write_week(root, date(2020, 11, 9), 6, seed=1)  # next week's entries, then its build
     time.sleep(2.1)  # the cache trusts files written 2 s before it looks
     assert "cssutils" not in _cli_build(root, out, "2020-W46")
 
@@ -414,36 +412,82 @@ def _inline_case() -> tuple[str, str]:
 
 
 @FORKING
-@pytest.mark.parametrize("failure", ["none", "dies", "raises"])
+@pytest.mark.parametrize("failure", ["none", "dies", "dies preparing", "dies later", "raises"])
 def test_the_reader_inlines_a_first_build_and_when_it_cannot_this_process_does(tmp_path, monkeypatch, failure):
     """Asked for a first build (no parses kept, premailer not imported here), the reader
-    inlines what inline_css is given: the same bytes as here, and its parses kept here.
-    If it dies, or fails, inline_css does it here (where an error is reported as always)."""
+    inlines what inline_css is given: the same bytes as here, and its parses kept here
+    (each sent once). If it dies (at the first request, while importing premailer, at the
+    second), or fails, inline_css does it here (where an error is reported as always)."""
     from digest import render
 
     monkeypatch.setattr(render, "_INLINER", None)
     monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
-    if failure == "dies":
-        monkeypatch.setattr(forked, "_inline", lambda html, css: os._exit(1))
-    elif failure == "raises":
-        monkeypatch.setattr(forked, "_inline", lambda html, css: 1 / 0)
+    real_inline, calls = forked._inline, []
+
+    def later(html, css):
+        calls.append(1)  # in the reader: its own count
+        return real_inline(html, css) if len(calls) < 2 else os._exit(1)
+
+    monkeypatch.setattr(forked, "_inline", {
+        "dies": lambda html, css: os._exit(1), "raises": lambda html, css: 1 / 0, "dies later": later,
+    }.get(failure, real_inline))
+    if failure == "dies preparing":
+        monkeypatch.setattr(forked, "_ready_to_inline", lambda: os._exit(1))
     root = _newsletter(tmp_path, weeks=1)
     items = entries._discover(root)
     config = load_config(root)
     html, css = _inline_case()
+    other = html.replace("red", "green")
     warmed: list[str] = []
     with forked.standing_by(inline=True):
         entries.read_entries(items, config, meanwhile=lambda: warmed.append(",".join(sorted(forked.HELPS))))
         assert warmed == ["inline"] and forked.inliner() is not None
-        inlined = render.inline_css(html, css)
+        inlined = [render.inline_css(html, css), render.inline_css(other, css)]
         assert (render._INLINER is None) == (failure == "none")  # premailer imported here only as a fallback
-        assert (forked.inliner() is None) == (failure == "dies")
+        assert (forked.inliner() is None) == failure.startswith("dies")
         if failure == "none":
             assert render._SEEDS["rules"] and render._SEEDS["pairs"]  # the reader's parses, for the cache
     assert forked.inliner() is None and _no_child_left()
     monkeypatch.setattr(render, "_INLINER", None)
     monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
-    assert inlined == render.inline_css(html, css)  # made here, with nothing standing by
+    assert inlined == [render.inline_css(html, css), render.inline_css(other, css)]  # made here, nothing standing by
+
+
+@FORKING
+def test_the_parses_the_reader_sends_are_each_sent_once(monkeypatch):
+    """_inline (in the reader) answers with the parses not sent before: the second
+    edition's answer holds only the styles the first did not meet."""
+    from digest import render
+
+    monkeypatch.setattr(render, "_INLINER", None)
+    monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
+    monkeypatch.setattr(forked, "_SENT", {"rules": set(), "pairs": set()})
+    html, css = _inline_case()
+    _, first = forked._inline(html, css)
+    _, again = forked._inline(html, css)
+    _, other = forked._inline(html.replace("color:red", "color:blue"), css)
+    assert first["rules"] and first["pairs"] and again == {"rules": {}, "pairs": {}}
+    assert not other["rules"] and other["pairs"] and not set(other["pairs"]) & set(first["pairs"])
+
+
+@FORKING
+def test_processes_forked_later_do_not_hold_the_readers_pipes_and_an_unneeded_reader_is_stopped(tmp_path):
+    """A process forked while a reader stands by (a pool's reader, a build's worker) closes
+    its copies of the reader's pipes (so a reader never waits for them) and cannot use or
+    stop it; read_entries stops a reader it does not need (nothing to read)."""
+    root = _newsletter(tmp_path, weeks=1)
+    config = load_config(root)
+    with forked.standing_by():
+        reader = forked._STANDING
+        assert reader is not None
+        pid = os.fork()
+        if pid == 0:  # a later child
+            ok = forked._STANDING is None and reader._ask == -1 and reader.request("inline", "", "") is FAILED
+            os._exit(0 if ok else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert reader.started and forked._STANDING is reader  # the parent's is untouched
+        assert entries.read_entries([], config, meanwhile=lambda: None) == []
+        assert forked._STANDING is None and not reader.started and _no_child_left()
 
 
 @FORKING
@@ -467,3 +511,8 @@ def test_zones_that_fail_in_the_reader_leave_its_entries_and_are_made_here(tmp_p
     with forked.standing_by():
         assert entries.read_entries(items, config, meanwhile=lambda: None) == expected
     assert here == [] and ical.ZONES == {} and _no_child_left()
+    from datetime import datetime, timezone
+
+    ical.calendar_bytes([event for event, _ in expected if event], config, datetime(2020, 11, 1, tzinfo=timezone.utc),
+                        "week")
+    assert ical.ZONES  # made here, as without a reader
