@@ -22,6 +22,7 @@ from digest.finish import MERGE_TAGS, hrefs
 from digest.forked import cores
 from digest.render import Renderer
 from tests.conftest import copy_example
+from tests.processes import count_forks, descriptors, no_child_left, reads_here
 from tests.synthetic import write_week
 
 TODAY = date(2020, 10, 1)
@@ -340,23 +341,6 @@ def _count_pools(monkeypatch) -> list[int]:
 FORKING = pytest.mark.skipif(cores() < 2, reason="entries are read in forked processes from 2 cores")
 
 
-def _count_forks(monkeypatch) -> list[int]:
-    """Records the pid of each process os.fork makes (they still run)."""
-    import os
-
-    made: list[int] = []
-    real = os.fork
-
-    def fork():
-        pid = real()
-        if pid:
-            made.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", fork)
-    return made
-
-
 @pytest.mark.parametrize("how", ["here", pytest.param("one reader", marks=FORKING), pytest.param("pool", marks=FORKING)])
 def test_reading_progress_counts_every_entry_parsed(tmp_path, monkeypatch, how):
     """Serially, in one forked reader and in a pool of them, the reading bar counts each
@@ -369,7 +353,7 @@ def test_reading_progress_counts_every_entry_parsed(tmp_path, monkeypatch, how):
     monkeypatch.setattr(entries, "FORK_MIN", 2 if how == "one reader" else 10**6)
     progress, totals, seen = _recorder()
     pools = _count_pools(monkeypatch)
-    forks = _count_forks(monkeypatch)
+    forks = count_forks(monkeypatch)
     build(root, tmp_path / "out", all_weeks=True, today=TODAY, read_progress=progress, jobs=1)
     assert totals == [count] and seen == [1] * count and count >= 15
     assert len(pools) == (how == "pool") and (len(forks) == 1) == (how == "one reader")
@@ -433,18 +417,10 @@ def test_a_few_entries_are_read_by_one_forked_reader_while_the_build_gets_ready(
     root = _three_weeks(tmp_path)
     items = entries._discover(root)
     config = load_config(root)
-    real_read = entries.read_entry
-    expected = [real_read(path, rel, config) for path, rel in items]
+    expected = [entries.read_entry(path, rel, config) for path, rel in items]
     assert entries.FORK_MIN <= len(items) < entries.PARALLEL_MIN
-    parent, here = os.getpid(), []
-
-    def reading(path, rel, config):
-        if os.getpid() == parent:
-            here.append(rel)
-        return real_read(path, rel, config)
-
-    monkeypatch.setattr(entries, "read_entry", reading)
-    forks = _count_forks(monkeypatch)
+    here = reads_here(monkeypatch)
+    forks = count_forks(monkeypatch)
     calls: list[int] = []
     assert entries.read_entries(items, config, meanwhile=lambda: calls.append(1)) == expected
     assert calls == [1] and len(forks) == 1 and here == []  # all read there
@@ -482,20 +458,9 @@ def test_when_the_forked_reader_dies_or_cannot_start_the_entries_are_read_here(t
     root = _three_weeks(tmp_path)
     items = entries._discover(root)
     config = load_config(root)
-    real_read = entries.read_entry
-    expected = [real_read(path, rel, config) for path, rel in items]
-    parent, victim = os.getpid(), items[len(items) // 2][1]
-    here: list[str] = []
-
-    def dying(path, rel, config):
-        if os.getpid() != parent and rel == victim:
-            os._exit(1)
-        if os.getpid() == parent:
-            here.append(rel)
-        return real_read(path, rel, config)
-
-    monkeypatch.setattr(entries, "read_entry", dying)
-    forks = _count_forks(monkeypatch)
+    expected = [entries.read_entry(path, rel, config) for path, rel in items]
+    here = reads_here(monkeypatch, fatal=items[len(items) // 2][1])
+    forks = count_forks(monkeypatch)
     progress, totals, seen = _recorder()
     calls: list[int] = []
     assert entries.read_entries(items, config, meanwhile=lambda: calls.append(1), progress=progress) == expected
@@ -519,7 +484,7 @@ def test_an_error_meanwhile_stops_the_forked_reader_and_is_raised(tmp_path, monk
 
     root = _three_weeks(tmp_path)
     items = entries._discover(root)
-    forks = _count_forks(monkeypatch)
+    forks = count_forks(monkeypatch)
 
     def fail():
         raise KeyboardInterrupt
@@ -587,16 +552,6 @@ def test_a_ctrl_c_while_the_reader_forks_or_is_reaped_leaves_no_child_and_no_des
 
     from digest.forked import Forked
 
-    def open_descriptors() -> int:
-        return len(os.listdir("/proc/self/fd"))
-
-    def no_child_left() -> bool:
-        try:
-            os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        return False
-
     real_fork, real_waitpid, real_close = os.fork, os.waitpid, os.close
 
     def fork():
@@ -605,12 +560,12 @@ def test_a_ctrl_c_while_the_reader_forks_or_is_reaped_leaves_no_child_and_no_des
             os.kill(os.getpid(), signal.SIGINT)  # pending until the parent unblocks it
         return pid
 
-    before = open_descriptors()
+    before = descriptors()
     monkeypatch.setattr(os, "fork", fork)
     with pytest.raises(KeyboardInterrupt):
         Forked(lambda: time.sleep(30))
     monkeypatch.setattr(os, "fork", real_fork)
-    assert no_child_left() and open_descriptors() == before
+    assert no_child_left() and descriptors() == before
 
     closed: list[int] = []
 
@@ -629,4 +584,4 @@ def test_a_ctrl_c_while_the_reader_forks_or_is_reaped_leaves_no_child_and_no_des
             reader.result()
     monkeypatch.undo()
     assert len(closed) == len(set(closed)) == 2  # the pipe's two ends, each once
-    assert no_child_left() and open_descriptors() == before
+    assert no_child_left() and descriptors() == before

@@ -18,38 +18,10 @@ from digest.config import load_config
 from digest.forked import FAILED, Forked
 from tests.conftest import copy_example
 from tests.synthetic import write_week
-from tests.test_core_build import _count_forks
+from tests.processes import count_forks, descriptors, no_child_left, reads_here
 
 FORKING = pytest.mark.skipif(forked.cores() < 2 or not hasattr(os, "fork"),
                              reason="a reader stands by only with fork() and 2 cores")
-
-
-def _no_child_left() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
-
-
-def _descriptors() -> int | None:
-    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
-
-
-def _reads_here(monkeypatch, fatal: str | None = None) -> list[str]:
-    """The entries read_entry reads in this process from now on (a reader reading FATAL dies)."""
-    parent, here = os.getpid(), []
-    real = entries.read_entry
-
-    def reading(path, rel, config):
-        if os.getpid() != parent and rel == fatal:
-            os._exit(1)
-        if os.getpid() == parent:
-            here.append(rel)
-        return real(path, rel, config)
-
-    monkeypatch.setattr(entries, "read_entry", reading)
-    return here
 
 
 def _newsletter(tmp_path: Path, weeks: int = 2, per_week: int = 4) -> Path:
@@ -63,7 +35,7 @@ def _newsletter(tmp_path: Path, weeks: int = 2, per_week: int = 4) -> Path:
 def test_a_process_started_ready_answers_what_it_is_asked_after_getting_ready(tmp_path):
     """READY runs in the child before it is asked; the answer is FN(*ARGS) from the child."""
     mark = tmp_path / "ready"
-    before = _descriptors()
+    before = descriptors()
     with Forked(lambda a, b: (os.getpid(), a + b, mark.exists()), ready=mark.touch) as child:
         assert child.started
         deadline = time.monotonic() + 30
@@ -73,7 +45,7 @@ def test_a_process_started_ready_answers_what_it_is_asked_after_getting_ready(tm
         child.ask(2, 40)
         pid, total, was_ready = child.result()
     assert pid not in (os.getpid(), -1) and total == 42 and was_ready
-    assert _no_child_left() and _descriptors() == before
+    assert no_child_left() and descriptors() == before
 
 
 @FORKING
@@ -81,11 +53,11 @@ def test_a_process_never_asked_ends_when_stopped_and_one_that_dies_gives_failed(
     """Stopped before it is asked (the build found nothing new): it ends and is reaped,
     descriptors closed. One whose READY fails, or that dies, answers FAILED: the caller
     does the work itself."""
-    before = _descriptors()
+    before = descriptors()
     child = Forked(lambda: 1, ready=lambda: None)
     assert child.started
     child.stop()
-    assert _no_child_left() and _descriptors() == before
+    assert no_child_left() and descriptors() == before
     assert child.result() is FAILED  # nothing after stop, and no error
 
     def broken() -> None:
@@ -100,7 +72,7 @@ def test_a_process_never_asked_ends_when_stopped_and_one_that_dies_gives_failed(
     with Forked(lambda x: x, ready=lambda: None) as child:
         child.ask(lambda: 0)  # does not pickle: it is stopped, and the caller reads
         assert child.result() is FAILED
-    assert _no_child_left() and _descriptors() == before
+    assert no_child_left() and descriptors() == before
 
 
 @FORKING
@@ -112,20 +84,20 @@ def test_entries_are_read_by_the_reader_standing_by_and_nothing_more_is_forked(t
     items = entries._discover(root)
     config = load_config(root)
     expected = [entries.read_entry(path, rel, config) for path, rel in items]
-    here = _reads_here(monkeypatch)
+    here = reads_here(monkeypatch)
     calls: list[int] = []
     few = items[:2]
     assert len(few) < entries.FORK_MIN
     with forked.standing_by():
         standing = forked._STANDING
         assert standing is not None and standing.started
-        made = _count_forks(monkeypatch)
+        made = count_forks(monkeypatch)
         assert entries.read_entries(few, config, meanwhile=lambda: calls.append(1)) == expected[:2]
         assert here == [] and calls == [1] and made == []  # read there, while MEANWHILE ran here
         assert forked.claim() is None  # claimed once
         assert entries.read_entries(few, config, meanwhile=lambda: calls.append(1)) == expected[:2]
         assert here == [rel for _, rel in few]  # then read here (too few to fork for)
-    assert _no_child_left()
+    assert no_child_left()
 
 
 @FORKING
@@ -136,7 +108,7 @@ def test_a_reader_standing_by_that_dies_leaves_the_entries_to_be_read_here(tmp_p
     items = entries._discover(root)
     config = load_config(root)
     expected = [entries.read_entry(path, rel, config) for path, rel in items]
-    here = _reads_here(monkeypatch, fatal=items[1][1])
+    here = reads_here(monkeypatch, fatal=items[1][1])
     counted: list[int] = []
 
     def progress(total):
@@ -146,19 +118,19 @@ def test_a_reader_standing_by_that_dies_leaves_the_entries_to_be_read_here(tmp_p
     with forked.standing_by():
         assert entries.read_entries(items, config, meanwhile=lambda: None, progress=progress) == expected
     assert here == [rel for _, rel in items] and counted == [1] * len(items)
-    assert _no_child_left()
+    assert no_child_left()
 
 
 @FORKING
 def test_ctrl_c_while_a_reader_stands_by_leaves_no_child_and_no_descriptor():
     """A Ctrl-C (or any error) in the block stops the reader, asked or not, and reaps it."""
-    before = _descriptors()
+    before = descriptors()
     with pytest.raises(KeyboardInterrupt):
         with forked.standing_by():
             assert forked._STANDING is not None
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)  # interrupted
-    assert forked._STANDING is None and _no_child_left() and _descriptors() == before
+    assert forked._STANDING is None and no_child_left() and descriptors() == before
 
 
 def test_no_reader_stands_by_with_one_core_or_other_threads(monkeypatch):
@@ -402,7 +374,7 @@ def test_a_ready_process_serves_requests_in_turn_after_its_answer(tmp_path, monk
         assert child.request("double", 3) is FAILED and child.started
         monkeypatch.undo()
         assert child.request("double", 3) == 6
-    assert _no_child_left()
+    assert no_child_left()
 
 
 def _inline_case() -> tuple[str, str]:
@@ -447,7 +419,7 @@ def test_the_reader_inlines_a_first_build_and_when_it_cannot_this_process_does(t
         assert (forked.inliner() is None) == failure.startswith("dies")
         if failure == "none":
             assert render._SEEDS["rules"] and render._SEEDS["pairs"]  # the reader's parses, for the cache
-    assert forked.inliner() is None and _no_child_left()
+    assert forked.inliner() is None and no_child_left()
     monkeypatch.setattr(render, "_INLINER", None)
     monkeypatch.setattr(render, "_SEEDS", {"rules": {}, "pairs": {}})
     assert inlined == [render.inline_css(html, css), render.inline_css(other, css)]  # made here, nothing standing by
@@ -487,7 +459,7 @@ def test_processes_forked_later_do_not_hold_the_readers_pipes_and_an_unneeded_re
         assert os.waitpid(pid, 0)[1] == 0
         assert reader.started and forked._STANDING is reader  # the parent's is untouched
         assert entries.read_entries([], config, meanwhile=lambda: None) == []
-        assert forked._STANDING is None and not reader.started and _no_child_left()
+        assert forked._STANDING is None and not reader.started and no_child_left()
 
 
 @FORKING
@@ -500,7 +472,7 @@ def test_zones_that_fail_in_the_reader_leave_its_entries_and_are_made_here(tmp_p
     items = entries._discover(root)
     config = load_config(root)
     expected = [entries.read_entry(path, rel, config) for path, rel in items]
-    here = _reads_here(monkeypatch)
+    here = reads_here(monkeypatch)
 
     def broken(*args):
         raise ImportError("icalendar")
@@ -510,7 +482,7 @@ def test_zones_that_fail_in_the_reader_leave_its_entries_and_are_made_here(tmp_p
     monkeypatch.setattr(ical, "TZIDS", {})
     with forked.standing_by():
         assert entries.read_entries(items, config, meanwhile=lambda: None) == expected
-    assert here == [] and ical.ZONES == {} and _no_child_left()
+    assert here == [] and ical.ZONES == {} and no_child_left()
     from datetime import datetime, timezone
 
     ical.calendar_bytes([event for event, _ in expected if event], config, datetime(2020, 11, 1, tzinfo=timezone.utc),
