@@ -117,10 +117,7 @@ class Forked:
             self._forget()
             return
         try:
-            data = pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL)
-            os.write(self._ask, len(data).to_bytes(8, "little"))
-            with open(self._ask, "wb", closefd=False) as pipe:
-                pipe.write(data)
+            _send_frame(self._ask, (name, args))
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             # it died (EPIPE), or ARGS do not pickle: no answer will come (result() is FAILED)
             self.stop()
@@ -205,6 +202,13 @@ class Forked:
         self.stop()
 
 
+def _send_frame(fd: int, message: Any) -> None:
+    """MESSAGE pickled to FD, after its length (8 bytes): what _receive_frame reads."""
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    with open(fd, "wb", closefd=False) as pipe:
+        pipe.write(len(data).to_bytes(8, "little") + data)
+
+
 def _receive_frame(fd: int) -> tuple | None:
     """One length-prefixed pickle from FD; None at its end (or cut short)."""
     with open(fd, "rb", closefd=False, buffering=0) as pipe:
@@ -245,10 +249,7 @@ def _serve(asked: int, send: int, fn: Callable[..., Any], serves: dict[str, Call
                 answer = (True, serves[name](*args))
             except Exception:
                 answer = (False, None)
-        data = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
-        os.write(send, len(data).to_bytes(8, "little"))
-        with open(send, "wb", closefd=False) as pipe:
-            pipe.write(data)
+        _send_frame(send, answer)
         while AFTER:  # work that waited for the answer to be sent (preparing later requests)
             AFTER.pop(0)()
 
