@@ -328,9 +328,36 @@ def test_an_events_cached_hash_is_the_dataclass_hash_and_stays_home() -> None:
     from dataclasses import fields, replace
 
     one = event(path="entries/a.md", title="A", start=date(2020, 10, 7), tags=("x",))
-    assert hash(one) == hash(tuple(getattr(one, f.name) for f in fields(one) if f.compare))
+    body = ("body_html", "blocks")  # decided by the content (content_hash): left out of the hash
+    assert hash(one) == hash(tuple(getattr(one, f.name) for f in fields(one) if f.compare and f.name not in body))
     one.first_day(NY)
     copy = pickle.loads(pickle.dumps(one))
     assert "_memos" not in copy.__dict__
     assert copy == one and hash(copy) == hash(one)
     assert hash(replace(one, title="B")) != hash(one) and {one, replace(one)} == {one}
+
+
+def test_an_unpickled_events_body_is_unpacked_when_first_asked_for() -> None:
+    """A pickled event carries its body (HTML and text blocks) packed: the copy plans,
+    dates, hashes and pickles again without unpacking it, and gives the same body,
+    equality and copies once asked."""
+    import copy
+    import pickle
+    from dataclasses import replace
+
+    html, blocks = render_body("Join **us** at [the site](https://example.org/).\n\n- one\n- two\n")
+    one = event(path="entries/a.md", title="A", start=date(2020, 10, 7), body_html=html, blocks=blocks)
+    two = pickle.loads(pickle.dumps(one))
+    assert "_body" in two.__dict__ and "blocks" not in two.__dict__ and "body_html" not in two.__dict__
+    assert hash(two) == hash(one) and two.first_day(NY) == date(2020, 10, 7) and two.dated
+    three = pickle.loads(pickle.dumps(two))  # passed on still packed
+    assert "_body" in two.__dict__ and three.__dict__["_body"] == two.__dict__["_body"]
+    assert two.blocks == blocks and two.body_html == html
+    assert "_body" not in two.__dict__ and two == one
+    assert three == one and three.blocks == blocks  # equality unpacks
+    assert replace(pickle.loads(pickle.dumps(one)), title="B").blocks == blocks
+    assert copy.copy(pickle.loads(pickle.dumps(one))).body_html == html
+    with pytest.raises(AttributeError):
+        two.no_such_field
+    plain = event(path="entries/b.md", title="B", start=None)  # the defaults, without a class attribute
+    assert plain.body_html == "" and plain.blocks == () and pickle.loads(pickle.dumps(plain)).blocks == ()
