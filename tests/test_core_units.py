@@ -323,16 +323,21 @@ def test_discover_finds_what_rglob_finds(tmp_path: Path) -> None:
 
 def test_an_events_cached_hash_is_the_dataclass_hash_and_stays_home() -> None:
     """Event hashes once; the value is what the dataclass's hash of its fields gives,
-    equal events hash equal, and neither memo is pickled (hashes differ by process)."""
+    equal events hash equal; its days in a zone are pickled with it, its hash is not
+    (hashes differ by process)."""
     import pickle
     from dataclasses import fields, replace
 
     one = event(path="entries/a.md", title="A", start=date(2020, 10, 7), tags=("x",))
     body = ("body_html", "blocks")  # decided by the content (content_hash): left out of the hash
     assert hash(one) == hash(tuple(getattr(one, f.name) for f in fields(one) if f.compare and f.name not in body))
+    assert pickle.loads(pickle.dumps(one)).__dict__.get("_memos") is None  # nothing worked out yet
+    hash(one)
     one.first_day(NY)
     copy = pickle.loads(pickle.dumps(one))
-    assert "_memos" not in copy.__dict__
+    assert copy.__dict__["_memos"] == [NY, one._days(NY), None]  # the days travel, the hash does not
+    assert copy.__dict__["_memos"][0] is NY and copy.first_day(NY) == date(2020, 10, 7)
+    assert copy.first_day(ZoneInfo("Asia/Tokyo")) == date(2020, 10, 7)  # another zone: worked out again
     assert copy == one and hash(copy) == hash(one)
     assert hash(replace(one, title="B")) != hash(one) and {one, replace(one)} == {one}
 
