@@ -13,13 +13,14 @@ rebuilding gives the same bytes.
 from __future__ import annotations
 
 import hashlib
-
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from pathlib import Path
+from time import time_ns
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import jinja2
@@ -89,35 +90,61 @@ def listed(manifest: dict[str, Any], where: str, *, page: bool = True) -> Listed
                          "or remove its folder, then build again. Nothing was written.") from None
 
 
-def on_disk(out: Path, skip: Iterable[str] = ()) -> dict[str, Listed]:
-    """Every edition folder under OUT with a manifest, by week (the weeks in SKIP aside)."""
+def on_disk(out: Path, skip: Iterable[str] = (), known: dict[str, tuple] | None = None) -> dict[str, Listed]:
+    """Every edition folder under OUT with a manifest, by week (the weeks in SKIP aside).
+
+    KNOWN (BuildCache.archive_reads' "listed"), when given, is used and kept up to date:
+    a manifest whose identity (digest.cache.file_identity) is as recorded is not read
+    again. It ends up holding the folders found, each manifest recorded when trusted."""
+    from digest.cache import file_identity
+
     found: dict[str, Listed] = {}
-    if not out.is_dir():
-        return found
-    skipped = set(skip)
-    for folder in sorted(out.iterdir()):
-        manifest = folder / "manifest.json"
-        if folder.name in skipped or not WEEK_DIR.fullmatch(folder.name) or not manifest.is_file():
-            continue
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise BuildError(f"{manifest}: cannot be read ({exc}); rebuild that edition or remove its folder, "
-                             "then build again. Nothing was written.") from None
-        if not isinstance(data, dict):
-            raise BuildError(f"{manifest}: expected a JSON object; rebuild that edition or remove its folder.")
-        item = listed(data, str(manifest), page=(folder / PAGE).is_file())
-        if item.week != folder.name:
-            raise BuildError(f"{manifest}: names week {item.week!r} but lives in {folder.name}/; "
-                             "rebuild that edition or remove its folder.")
-        found[item.week] = item
+    seen: dict[str, tuple] = {}
+    if out.is_dir():
+        skipped = set(skip)
+        now = time_ns()
+        for name in sorted(os.listdir(out)):
+            if name in skipped or not WEEK_DIR.fullmatch(name):
+                continue
+            manifest = out / name / "manifest.json"
+            identity = file_identity(manifest, now)
+            if identity is None:
+                continue
+            page = (out / name / PAGE).is_file()
+            record = known.get(name) if known is not None else None
+            if record is not None and record[:2] == (identity[0], page):
+                found[name] = record[2]
+            else:
+                found[name] = _read_listed(manifest, name, page)
+            if identity[1]:
+                seen[name] = (identity[0], page, found[name])
+    if known is not None:
+        known.clear()
+        known.update(seen)
     return found
 
 
-def catalogue(out: Path, built: Iterable[BuiltEdition]) -> list[Listed]:
-    """The editions the archive will hold once BUILT is written: on disk, replaced by this run's; oldest first."""
+def _read_listed(manifest: Path, week: str, page: bool) -> Listed:
+    """The Listed of the manifest of edition folder WEEK (holding a web page, or not)."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BuildError(f"{manifest}: cannot be read ({exc}); rebuild that edition or remove its folder, "
+                         "then build again. Nothing was written.") from None
+    if not isinstance(data, dict):
+        raise BuildError(f"{manifest}: expected a JSON object; rebuild that edition or remove its folder.")
+    item = listed(data, str(manifest), page=page)
+    if item.week != week:
+        raise BuildError(f"{manifest}: names week {item.week!r} but lives in {week}/; "
+                         "rebuild that edition or remove its folder.")
+    return item
+
+
+def catalogue(out: Path, built: Iterable[BuiltEdition], known: dict[str, tuple] | None = None) -> list[Listed]:
+    """The editions the archive will hold once BUILT is written: on disk, replaced by
+    this run's; oldest first. KNOWN: see on_disk."""
     built = list(built)
-    found = on_disk(out, skip={item.week for item in built})  # those are being replaced
+    found = on_disk(out, {item.week for item in built}, known)  # those are being replaced
     for item in built:
         found[item.week] = listed(item.manifest, item.week)
     return [found[week] for week in sorted(found)]
@@ -347,17 +374,38 @@ def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> 
 
 
 def _renav(out: Path, renderer: WebRenderer, config: Config, listing: list[Listed],
-           skip: set[str]) -> dict[str, bytes]:
-    """Older pages whose previous/next links are out of date, brought up to date: "WEEK/index.html" -> page."""
+           skip: set[str], known: dict[str, tuple] | None = None) -> dict[str, bytes]:
+    """Older pages whose previous/next links are out of date, brought up to date: "WEEK/index.html" -> page.
+
+    KNOWN (BuildCache.archive_reads' "navs"), when given, is used and kept up to date:
+    a page whose identity (digest.cache.file_identity) is as recorded with the same nav
+    (or with none: no markers) is not read again."""
+    from digest.cache import file_identity
+
     changed = {}
+    seen: dict[str, tuple] = {}
+    now = time_ns()
     for item in listing:
-        page = out / item.week / PAGE
-        if item.week in skip or not page.is_file():
+        path = out / item.week / PAGE
+        if item.week in skip:
             continue
-        html = page.read_bytes()
-        fresh = with_nav(html, nav_html(renderer, config, listing, item.week))
+        identity = file_identity(path, now)
+        if identity is None:
+            continue
+        nav = nav_html(renderer, config, listing, item.week)
+        record = known.get(item.week) if known is not None else None
+        if record is not None and record[0] == identity[0] and record[1] in (nav, None):
+            seen[item.week] = record  # as it was: it holds this nav, or none
+            continue
+        html = path.read_bytes()
+        fresh = with_nav(html, nav)
         if fresh is not None and fresh != html:  # a page without markers is left as it is
             changed[f"{item.week}/index.html"] = fresh
+        elif identity[1]:
+            seen[item.week] = (identity[0], None if fresh is None else nav)
+    if known is not None:
+        known.clear()
+        known.update(seen)
     return changed
 
 
@@ -380,7 +428,8 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
     and the Archive keeps none. Call it under the build lock: it reads the editions
     already on disk.
     """
-    listing = catalogue(out, built)
+    reads = cache.archive_reads() if cache is not None else {"listed": None, "navs": None}
+    listing = catalogue(out, built, reads["listed"])
     renderer = WebRenderer(p.config.root, cache.bytecode() if cache is not None else None)
     pages: dict[str, dict[str, bytes]] = {}
     for item in built:
@@ -396,7 +445,7 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
             page(item.week, data)
         else:
             pages[item.week] = {PAGE: data}
-    files = _renav(out, renderer, p.config, listing, {item.week for item in built})
+    files = _renav(out, renderer, p.config, listing, {item.week for item in built}, reads["navs"])
     # The index and the feed are made from the listing, the config, the tool (and the web templates).
     from digest.cache import config_fingerprint, templates_fingerprint, tool_fingerprint
 

@@ -26,6 +26,7 @@ import sys
 import time
 from functools import lru_cache
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from digest import __version__
@@ -57,6 +58,8 @@ INLINE_FILE = "inline.pickle"
 VEVENTS_FILE = "vevents.pickle"
 #: Entry file -> (size, modification time, inode, settings key, entry key) when last read.
 FILES_FILE = "files.pickle"
+#: What builds read of the edition folders' manifests and pages (see archive_reads).
+ARCHIVE_FILE = "archive.pickle"
 #: A file modified this recently when read is read again next time ("racily clean", as git says).
 RACY_NS = 2_000_000_000
 #: The same for a file system with sub-millisecond times (still updated once per kernel tick).
@@ -212,6 +215,8 @@ class BuildCache:
         self._vevents: dict[tuple[str, str], Any] | None = None
         self._vevents_tag: tuple[str, str] = ("", "")
         self._vevents_loaded: frozenset = frozenset()
+        self._archive: dict[str, dict] | None = None
+        self._archive_loaded: dict[str, dict] = {}
         self._load_zones()
         self._load_inline()
 
@@ -276,6 +281,28 @@ class BuildCache:
         if self._vevents is not None and frozenset(self._vevents) != self._vevents_loaded:
             self._write_table(VEVENTS_FILE, {"tag": self._vevents_tag, "vevents": self._vevents})
             self._vevents_loaded = frozenset(self._vevents)
+
+    # -- the archive's reads -------------------------------------------------------------
+
+    def archive_reads(self) -> dict[str, dict]:
+        """What earlier builds read of the edition folders (digest.archive), for files
+        whose identity (see file_identity) is unchanged: "listed" is {week: (the
+        manifest's identity, whether a web page is there, its Listed)}, "navs" is
+        {week: (the page's identity, the nav it holds, or None: it has no markers)}. A
+        year's manifests took ~5 ms to read, and its pages ~3 ms to read and compare.
+        The caller changes the tables in place; save() keeps them."""
+        if self._archive is None:
+            data = _read_table(self.folder / ARCHIVE_FILE)
+            mine = data.get("tool") == tool_fingerprint()
+            self._archive = {name: dict(data[name]) if mine and isinstance(data.get(name), dict) else {}
+                             for name in ("listed", "navs")}
+            self._archive_loaded = {name: dict(table) for name, table in self._archive.items()}
+        return self._archive
+
+    def _save_archive(self) -> None:
+        if self._archive is not None and self._archive != self._archive_loaded:
+            self._write_table(ARCHIVE_FILE, {"tool": tool_fingerprint(), **self._archive})
+            self._archive_loaded = {name: dict(table) for name, table in self._archive.items()}
 
     # -- entries ------------------------------------------------------------------------
 
@@ -544,6 +571,7 @@ class BuildCache:
             self._write_table(ZONES_FILE, {"tool": tool_fingerprint(), "zones": self._zones, "tzids": self._tzids})
         self._save_inline()
         self._save_vevents()
+        self._save_archive()
         for index, shard in sorted((self._entries or {}).items()):
             if index in self._entries_dirty or not self._entries_used.issuperset(shard):
                 kept = {k: v for k, v in shard.items() if k in self._entries_used}
@@ -608,6 +636,23 @@ def _read_table(path: Path) -> dict:
     except Exception:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def file_identity(path: str | Path, now: int | None = None) -> tuple[tuple[int, int, int, int], bool] | None:
+    """((size, modification and change times in ns, inode), trusted) of the regular file
+    PATH; None when it is missing or not a regular file. A copy that keeps the
+    modification time still changes the change time; a file replaced by rename has a
+    new inode. Not trusted: changed so recently that a later change within the file
+    system's time resolution could leave all four as they are (see BuildCache.leave)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not S_ISREG(info.st_mode):
+        return None
+    threshold = RACY_NS if info.st_mtime_ns % 1_000_000 == 0 else FINE_RACY_NS
+    age = (now if now is not None else time.time_ns()) - max(info.st_mtime_ns, info.st_ctime_ns)
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino), age >= threshold
 
 
 def folder_stat(folder: Path) -> dict[str, tuple[int, int, int, int]] | None:

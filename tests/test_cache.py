@@ -933,3 +933,69 @@ def test_a_template_edited_while_the_build_runs_is_never_served_stale(tmp_path: 
     _, again = build(root, out, all_weeks=True, today=TODAY, jobs=2)
     assert all(b"EDITED WHILE WAITING" in (out / item.week / "digest.txt").read_bytes() for item in again)
     assert snapshot(out) == fresh(root, tmp_path)
+
+def test_the_archive_reads_older_manifests_and_pages_only_when_they_changed(newsletter: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """A weekly build takes the older editions' listing and previous/next links from the
+    cache while their manifests and pages are as recorded (size, times, inode): it reads
+    none of them. A manifest or page edited (even to the same size) is read again, and the
+    archive is what an uncached build makes of the same folder. Files written too
+    recently to be trusted are not recorded."""
+    import json
+    from datetime import date as day
+
+    from digest import archive
+
+    weeks = plan(newsletter, all_weeks=True, today=TODAY).weeks
+    last = weeks[-1]
+    held = tmp_path / "held"
+    held.mkdir()
+    for path in sorted((newsletter / "entries").rglob("*.md")):
+        year, number, _ = day.fromisoformat(path.name[:10]).isocalendar()
+        if f"{year}-W{number:02d}" == last:
+            path.rename(held / path.name)
+    out = tmp_path / "out"
+    monkeypatch.setattr(cache_mod, "RACY_NS", 10**12)  # as if the build had taken no time at all
+    monkeypatch.setattr(cache_mod, "FINE_RACY_NS", 10**12)
+    build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
+    build(newsletter, out, weeks=[weeks[-2]], today=TODAY, jobs=1)
+    table = cache_mod._read_table(out / ".cache" / cache_mod.ARCHIVE_FILE)
+    assert not table.get("listed") and not table.get("navs")  # all just written: none trusted
+    monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)  # as if long ago
+    monkeypatch.setattr(cache_mod, "FINE_RACY_NS", -10**18)
+    for path in held.iterdir():
+        path.rename(newsletter / "entries" / path.name[:4] / path.name)
+
+    manifests: list[str] = []
+    pages: list[str] = []
+    real_listed, real_read = archive._read_listed, Path.read_bytes
+    monkeypatch.setattr(archive, "_read_listed", lambda path, week, page: manifests.append(week)
+                        or real_listed(path, week, page))
+    monkeypatch.setattr(Path, "read_bytes", lambda self: (pages.append(self.parent.name) if self.name == archive.PAGE
+                                                         and self.parent.parent == out and self.parent.name != last
+                                                         else None) or real_read(self))
+
+    def weekly(expected_manifests: set[str], expected_pages: set[str]) -> None:
+        manifests.clear()
+        pages.clear()
+        build(newsletter, out, weeks=[last], today=TODAY, jobs=1)
+        assert set(manifests) == expected_manifests and set(pages) == expected_pages
+        copy = tmp_path / "uncached"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".cache"))
+        build(newsletter, copy, weeks=[last], today=TODAY, use_cache=False, jobs=1)
+        assert snapshot(out) == snapshot(copy)
+
+    older = set(weeks[:-1])
+    weekly(older, older)  # the first weekly build reads them all, and records them
+    weekly(set(), {weeks[-2]})  # then only the page it gave a new "next" link (rewritten: a new inode)
+    weekly(set(), set())
+    first = out / weeks[0] / "manifest.json"
+    data = json.loads(first.read_text(encoding="utf-8"))
+    data["subject"] = data["subject"][::-1]  # the same size
+    first.write_text(json.dumps(data), encoding="utf-8")
+    page = out / weeks[1] / archive.PAGE
+    page.write_bytes(real_read(page).replace(archive.NAV_END.encode(), b"", 1))  # a marker lost: page left as is
+    weekly({weeks[0]}, {weeks[1]})
+    assert data["subject"].encode() in real_read(out / "feed.xml")  # its entry's title
+    weekly(set(), set())  # a page without both markers is recorded as such: never given links
