@@ -40,11 +40,18 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
     assert len(process["weekly_events"]) == len(process["weekly_year_events"]) == 1
     assert all(18 <= shown <= 22 for shown in process["weekly_events"] + process["weekly_year_events"])
     assert process["year_weeks_before"] == 6
+    # Each build paired with the floor measured just before it (one run each in --quick).
+    for name, build_ms in (("weekly", "build_week_weekly_ms"), ("weekly_year", "build_week_weekly_year_ms"),
+                           ("unchanged", "build_week_ms"), ("cold", "build_week_cold_ms")):
+        pair = process["paired"][name]
+        assert pair["runs"] == len(pair["samples"]) == 1 and pair["samples"][0][1] == round(process[build_ms], 1)
+        assert abs(pair["median"] - pair["samples"][0][1] / pair["samples"][0][0]) < 0.01
     assert any(name.startswith("the same, a year on (6 weeks") for name in results["summary"])
     assert any(name.startswith("digest build --week W / import floor: the weekly job") for name in results["summary"])
     assert {row["unit"] for row in results["summary"].values()} <= {"ms", "KB", "bytes", "x", "s", "MB"}
     report = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
     assert "| stage |" in report and "## Targets" in report and "## After deleting" in report
+    assert "each build over the floor measured just before it" in report
     assert results["after_deleting"]["file_create_ms"] > 0 and results["after_deleting"]["cold_process_ms"] > 0
     # A second run compares with the first.
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path),
