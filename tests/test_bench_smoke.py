@@ -44,7 +44,7 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
     for name, build_ms in (("weekly", "build_week_weekly_ms"), ("weekly_year", "build_week_weekly_year_ms"),
                            ("unchanged", "build_week_ms"), ("cold", "build_week_cold_ms")):
         pair = process["paired"][name]
-        assert pair["runs"] == len(pair["samples"]) == 1 and pair["samples"][0][1] == round(process[build_ms], 1)
+        assert pair["runs"] == len(pair["samples"]) == 1 and abs(pair["samples"][0][1] - process[build_ms]) <= 0.1
         assert abs(pair["median"] - pair["samples"][0][1] / pair["samples"][0][0]) < 0.01
     assert any(name.startswith("the same, a year on (6 weeks") for name in results["summary"])
     assert any(name.startswith("digest build --week W / import floor: the weekly job") for name in results["summary"])

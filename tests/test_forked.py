@@ -488,3 +488,44 @@ def test_zones_that_fail_in_the_reader_leave_its_entries_and_are_made_here(tmp_p
     ical.calendar_bytes([event for event, _ in expected if event], config, datetime(2020, 11, 1, tzinfo=timezone.utc),
                         "week")
     assert ical.ZONES  # made here, as without a reader
+
+
+@FORKING
+def test_a_weekly_build_asks_for_its_new_entries_before_it_loads_the_stored_ones(tmp_path, monkeypatch):
+    """The entries the cache lacks are known from its files' table: the reader is asked
+    for them first, and the stored entries are loaded while it reads them (the build's
+    own work meanwhile after); the build is what an uncached one makes."""
+    from digest import build as build_mod
+    from digest.cache import BuildCache
+
+    root = _newsletter(tmp_path, weeks=2)
+    out = tmp_path / "out"
+    build_mod.build(root, out, weeks=["2020-W45"], today=date(2020, 11, 1))
+    write_week(root, date(2020, 11, 16), 4, seed=7)  # next week's entries, new
+    events: list[str] = []
+    real_ask, real_load, real_read = Forked.ask, BuildCache._load_entries, forked.read_standing
+
+    def ask(self, *args):
+        events.append(f"ask {len(args[0])}")
+        return real_ask(self, *args)
+
+    def load(self):
+        if self._entries is None:
+            events.append("load")
+        return real_load(self)
+
+    def read_standing(reader, items, config, meanwhile):
+        return real_read(reader, items, config, lambda: (events.append("meanwhile"), meanwhile())[1])
+
+    monkeypatch.setattr(Forked, "ask", ask)
+    monkeypatch.setattr(BuildCache, "_load_entries", load)
+    monkeypatch.setattr(forked, "read_standing", read_standing)
+    here = reads_here(monkeypatch)
+    with forked.standing_by():
+        build_mod.build(root, out, weeks=["2020-W47"], today=date(2020, 11, 1))
+    assert events == ["ask 4", "meanwhile", "load"] and here == []
+    monkeypatch.undo()
+    fresh = tmp_path / "fresh"
+    build_mod.build(root, fresh, weeks=["2020-W45", "2020-W47"], today=date(2020, 11, 1), use_cache=False)
+    for name in ("digest.html", "digest.txt", "events.ics"):
+        assert (out / "2020-W47" / name).read_bytes() == (fresh / "2020-W47" / name).read_bytes()
