@@ -27,6 +27,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from digest import __version__
+from digest.compiled import TemplateCode
 from digest.config import Config
 from digest.dates import range_label
 from digest.errors import BuildError, InputError, Problem
@@ -168,7 +169,7 @@ class WebRenderer:
     def __init__(self, root: Path, bytecode: jinja2.BytecodeCache | None = None) -> None:
         self.dirs = web_template_dirs(root)
         self.env = jinja2.Environment(loader=TemplateLoader(self.dirs, "templates/web"),
-                                      bytecode_cache=bytecode,
+                                      bytecode_cache=TemplateCode("web", bytecode),
                                       autoescape=True, undefined=jinja2.StrictUndefined,
                                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
 

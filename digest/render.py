@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import jinja2
 
+from digest.compiled import TemplateCode
 from digest.errors import BuildError, Problem
 from digest.models import Block, Speaker
 
@@ -32,10 +33,11 @@ def _autoescape(name: str | None) -> bool:
 
 
 def make_environment(root: Path, bytecode: jinja2.BytecodeCache | None = None) -> jinja2.Environment:
-    """The email templates' environment; BYTECODE keeps compiled templates for the next process."""
+    """The email templates' environment; BYTECODE (a build cache's) keeps compiled templates
+    for the next build into its folder, digest.compiled for any process (digest's own)."""
     env = jinja2.Environment(
         loader=TemplateLoader(template_dirs(root), "templates/email"),
-        bytecode_cache=bytecode,
+        bytecode_cache=TemplateCode("email", bytecode),
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -216,6 +218,7 @@ class Renderer:
     def marked_mjml(self, context: dict[str, Any]) -> str:
         """The MJML again, each template line followed by a marker naming its file and line."""
         env = make_environment(self.root)
+        env.bytecode_cache = None  # the marked source is compiled for this once: kept nowhere
         env.loader = _MarkingLoader(self.env.loader, self.dirs)  # type: ignore[arg-type]
         return env.get_template("digest.mjml").render({**context, "preview_padding": PREVIEW_PADDING})
 

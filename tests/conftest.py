@@ -19,6 +19,20 @@ os.environ["TZ"] = "UTC"
 os.environ.setdefault("LC_ALL", "C.UTF-8")
 
 
+@pytest.fixture(autouse=True)
+def _template_store(tmp_path_factory, monkeypatch) -> None:
+    """digest's compiled templates (digest.compiled) are kept out of the package during
+    tests, and not written unless a test asks (tests/test_compiled.py): a test finds no
+    template compiled by another, whatever PYTHONDONTWRITEBYTECODE says."""
+    import sys
+
+    from digest import compiled
+
+    store = tmp_path_factory.mktemp("template-store") / "templates"
+    monkeypatch.setattr(compiled, "store_parent", lambda: store)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -34,7 +34,7 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
     assert results["archive"]["editions"] >= 3
     process = results["process"]
     assert all(process[k] > 0 for k in ("import_floor_ms", "build_week_weekly_ms", "build_week_weekly_year_ms",
-                                        "build_week_ms", "build_week_cold_ms"))
+                                        "build_week_ms", "build_week_cold_ms", "build_week_first_ms"))
     # The new week was built, with its 20 new entries: after 4 weeks, and after "a year" (6 in --quick).
     # (A week's 20 new entries: one may fall in the next week, or an earlier one in this.)
     assert len(process["weekly_events"]) == len(process["weekly_year_events"]) == 1
@@ -42,12 +42,14 @@ def test_benchmark_quick_mode_writes_results(tmp_path: Path) -> None:
     assert process["year_weeks_before"] == 6
     # Each build paired with the floor measured just before it (one run each in --quick).
     for name, build_ms in (("weekly", "build_week_weekly_ms"), ("weekly_year", "build_week_weekly_year_ms"),
-                           ("unchanged", "build_week_ms"), ("cold", "build_week_cold_ms")):
+                           ("unchanged", "build_week_ms"), ("cold", "build_week_cold_ms"),
+                           ("first", "build_week_first_ms")):
         pair = process["paired"][name]
         assert pair["runs"] == len(pair["samples"]) == 1 and abs(pair["samples"][0][1] - process[build_ms]) <= 0.1
         assert abs(pair["median"] - pair["samples"][0][1] / pair["samples"][0][0]) < 0.01
     assert any(name.startswith("the same, a year on (6 weeks") for name in results["summary"])
     assert any(name.startswith("digest build --week W / import floor: the weekly job") for name in results["summary"])
+    assert any(name.startswith("the same, the first run after an install") for name in results["summary"])
     assert {row["unit"] for row in results["summary"].values()} <= {"ms", "KB", "bytes", "x", "s", "MB"}
     report = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
     assert "| stage |" in report and "## Targets" in report and "## After deleting" in report

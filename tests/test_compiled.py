@@ -1,0 +1,157 @@
+"""digest.compiled: digest's own templates compiled once per installation, kept beside
+its code as Python keeps a module's, never served for a changed template."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from digest import compiled
+from digest.build import build
+from digest.cache import tool_fingerprint
+from tests.conftest import REPO, copy_example
+
+TODAY = date(2020, 10, 1)
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch) -> Path:
+    """The store in a folder of this test's, written as Python writes bytecode."""
+    parent = tmp_path / "pycache" / "templates"
+    monkeypatch.setattr(compiled, "store_parent", lambda: parent)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    return parent
+
+
+@pytest.fixture()
+def compiles(monkeypatch) -> list[str]:
+    """The templates Jinja compiles from now on."""
+    names: list[str] = []
+    real = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, raw=False, defer_init=False):
+        names.append(name)
+        return real(self, source, name, filename, raw, defer_init)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    return names
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.relative_to(out).as_posix().startswith((".cache/", ".digest.lock"))}
+
+
+def newsletter(tmp_path: Path, name: str) -> Path:
+    """The example newsletter without templates of its own: it uses digest's."""
+    root = copy_example(tmp_path / name)
+    shutil.rmtree(root / "templates")
+    return root
+
+
+def stored(store: Path) -> set[str]:
+    return {p.name for p in store.rglob("*.cache")}
+
+
+def test_a_build_into_a_new_folder_compiles_no_template_a_build_before_compiled(tmp_path, store, compiles):
+    """The first build compiles digest's templates and keeps them; a build into another
+    folder (no build cache) compiles none and writes the same bytes as one without the store."""
+    root = newsletter(tmp_path, "n")
+    build(root, tmp_path / "one", weeks=["2020-W41"], today=TODAY)
+    first = set(compiles)
+    assert {"digest.mjml", "digest.txt", "content.css", "edition.html", "index.html"} <= first
+    assert len(stored(store)) == len(first)  # one entry a template, in one folder of this tool's
+    assert [p.name for p in store.iterdir()] == [tool_fingerprint()[:16]]
+    compiles.clear()
+    build(root, tmp_path / "two", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert compiles == []
+    shutil.rmtree(store)
+    build(root, tmp_path / "three", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert set(compiles) == first and outputs(tmp_path / "two") == outputs(tmp_path / "three")
+
+
+def test_a_copy_of_a_shipped_template_finds_its_code_and_a_changed_one_is_compiled(tmp_path, store, compiles):
+    """Keyed by the template's source: a newsletter's unchanged copies of digest's
+    templates compile nothing; an edited one is compiled (never the stored code), shows
+    its change, and is not kept in the store (a newsletter's own go to its build cache)."""
+    build(newsletter(tmp_path, "plain"), tmp_path / "plain-out", weeks=["2020-W41"], today=TODAY)
+    before = stored(store)
+    compiles.clear()
+    own = copy_example(tmp_path / "own")  # templates/ copied from digest's, unchanged
+    build(own, tmp_path / "own-out", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert compiles == []
+    text = own / "templates" / "email" / "digest.txt"
+    text.write_text(text.read_text(encoding="utf-8").replace("View online:", "Read it online:"), encoding="utf-8")
+    build(own, tmp_path / "edited-out", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert compiles == ["digest.txt"] and stored(store) == before
+    assert "Read it online:" in (tmp_path / "edited-out" / "2020-W41" / "digest.txt").read_text(encoding="utf-8")
+    compiles.clear()
+    build(own, tmp_path / "edited-again", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert compiles == ["digest.txt"]  # still not stored: compiled again
+
+
+def test_nothing_is_written_where_python_writes_no_bytecode_or_cannot(tmp_path, store, monkeypatch, compiles):
+    """PYTHONDONTWRITEBYTECODE (or -B) keeps the store unwritten; a store that cannot be
+    made (its parent a file) only costs the compile; a damaged entry is compiled again."""
+    root = newsletter(tmp_path, "n")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    build(root, tmp_path / "a", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert not store.exists()
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setattr(compiled, "store_parent", lambda: blocked / "templates")
+    build(root, tmp_path / "b", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    monkeypatch.setattr(compiled, "store_parent", lambda: store)
+    build(root, tmp_path / "c", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    entries = list(store.rglob("*.cache"))
+    assert entries
+    for path in entries:
+        path.write_bytes(b"j2 damaged")
+    compiles.clear()
+    build(root, tmp_path / "d", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert len(compiles) == len(entries)
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b") == outputs(tmp_path / "c") == outputs(tmp_path / "d")
+
+
+def test_a_store_of_another_tool_is_removed_and_compile_own_fills_it(tmp_path, store, monkeypatch, compiles):
+    """The store is per tool fingerprint (digest's code, Python's and the libraries'
+    versions shape the code): another's is removed when this one is written.
+    compile_own() compiles every template of digest's own, even with -B."""
+    from digest.archive import web_template_dirs
+    from digest.render import template_dirs
+
+    old = store / "0123456789abcdef"
+    old.mkdir(parents=True)
+    (old / "x.cache").write_bytes(b"old")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    count = compiled.compile_own()
+    assert not old.exists() and sys.dont_write_bytecode
+    own = {p.relative_to(d).as_posix() for d in (template_dirs(REPO)[0], web_template_dirs(REPO)[0])
+           for p in d.rglob("*") if p.is_file()}
+    assert count == len(own) == len(stored(store)) == len(set(compiles))
+    compiles.clear()
+    assert compiled.compile_own() == count and compiles == []  # all found: nothing compiled again
+
+
+def test_the_marked_mjml_of_an_error_report_is_kept_nowhere(tmp_path, store):
+    """The MJML with line markers (to trace a compile error to its template line) is
+    compiled from marked sources for that report only."""
+    from digest.build import plan
+    from digest.present import edition_context
+    from digest.editions import make_edition
+    from digest.render import Renderer
+
+    root = newsletter(tmp_path, "n")
+    p = plan(root, weeks=["2020-W41"], today=TODAY)
+    renderer = Renderer(root)
+    context = edition_context(make_edition("2020-W41", p.events, p.config, list(p.all_weeks)), p.config)
+    renderer.mjml(context)
+    before = stored(store)
+    assert before and renderer.marked_mjml(context) != renderer.mjml(context)
+    assert stored(store) == before
