@@ -47,6 +47,19 @@ def newsletter(tmp_path: Path) -> Path:
     return root
 
 
+def hold_last_week(root: Path, tmp: Path) -> tuple[tuple[str, ...], Path]:
+    """The newsletter's weeks, and the folder its last week's entries were moved to (a
+    weekly job's entries, not written yet): put them back into entries/YYYY/ later."""
+    weeks = plan(root, all_weeks=True, today=TODAY).weeks
+    held = tmp / "held"
+    held.mkdir()
+    for path in sorted((root / "entries").rglob("*.md")):
+        year, number, _ = date.fromisoformat(path.name[:10]).isocalendar()
+        if f"{year}-W{number:02d}" == weeks[-1]:
+            path.rename(held / path.name)
+    return weeks, held
+
+
 @pytest.fixture()
 def renders(monkeypatch) -> list[str]:
     """The weeks actually rendered (not served from the cache)."""
@@ -677,18 +690,10 @@ def test_entry_files_as_last_read_are_not_read_again_and_edits_are_noticed(newsl
 def test_a_weekly_build_records_only_its_week(newsletter: Path, tmp_path: Path, monkeypatch) -> None:
     """Each edition folder's record is a file of its own: a build of a new week writes
     that week's and reads no other; the one table of earlier versions is removed."""
-    from datetime import date as day
-
     monkeypatch.setattr(cache_mod, "RACY_NS", -10**18)  # as if long ago: every folder is recorded
     monkeypatch.setattr(cache_mod, "FINE_RACY_NS", -10**18)
-    weeks = plan(newsletter, all_weeks=True, today=TODAY).weeks
+    weeks, held = hold_last_week(newsletter, tmp_path)
     last = weeks[-1]
-    held = tmp_path / "held"
-    held.mkdir()
-    for path in sorted((newsletter / "entries").rglob("*.md")):
-        year, number, _ = day.fromisoformat(path.name[:10]).isocalendar()
-        if f"{year}-W{number:02d}" == last:
-            path.rename(held / path.name)
     out = tmp_path / "out"
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
     folder = out / ".cache" / cache_mod.STAMPS_DIR
@@ -942,18 +947,11 @@ def test_the_archive_reads_older_manifests_and_pages_only_when_they_changed(news
     archive is what an uncached build makes of the same folder. Files written too
     recently to be trusted are not recorded."""
     import json
-    from datetime import date as day
 
     from digest import archive
 
-    weeks = plan(newsletter, all_weeks=True, today=TODAY).weeks
+    weeks, held = hold_last_week(newsletter, tmp_path)
     last = weeks[-1]
-    held = tmp_path / "held"
-    held.mkdir()
-    for path in sorted((newsletter / "entries").rglob("*.md")):
-        year, number, _ = day.fromisoformat(path.name[:10]).isocalendar()
-        if f"{year}-W{number:02d}" == last:
-            path.rename(held / path.name)
     out = tmp_path / "out"
     monkeypatch.setattr(cache_mod, "RACY_NS", 10**12)  # as if the build had taken no time at all
     monkeypatch.setattr(cache_mod, "FINE_RACY_NS", 10**12)
