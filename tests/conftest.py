@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
@@ -20,17 +20,21 @@ os.environ.setdefault("LC_ALL", "C.UTF-8")
 
 
 @pytest.fixture(autouse=True)
-def _template_store(tmp_path_factory, monkeypatch) -> None:
+def _template_store(tmp_path_factory) -> Iterator[None]:
     """digest's compiled templates (digest.compiled) are kept out of the package during
     tests, and not written unless a test asks (tests/test_compiled.py): a test finds no
-    template compiled by another, whatever PYTHONDONTWRITEBYTECODE says."""
+    template compiled by another, whatever PYTHONDONTWRITEBYTECODE says. Its own
+    MonkeyPatch: a test's monkeypatch.undo() leaves it in place."""
     import sys
 
     from digest import compiled
 
     store = tmp_path_factory.mktemp("template-store") / "templates"
-    monkeypatch.setattr(compiled, "store_parent", lambda: store)
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(compiled, "store_parent", lambda: store)
+    patch.setattr(sys, "dont_write_bytecode", True)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
