@@ -4,18 +4,20 @@ Jinja compiles a template to Python code on first use: ~60 ms for digest's email
 web templates, the largest part of a build into a new output folder (a first build, a
 `digest check`, a preview) once the libraries are imported. A build's own cache
 (digest.cache) keeps the code for the next build into the same folder; this store keeps
-it for every build on this installation:
+that of digest's own templates for every build on this installation:
 
-- in digest's own __pycache__ folder (or under sys.pycache_prefix), in a folder per tool
-  fingerprint (digest's code, Python's and the libraries' versions: what shapes the
-  code), the older ones removed;
-- keyed by the environment (email or web), the template's name and its source, so a
-  newsletter's unchanged copy of a shipped template finds it too, and a changed one is
-  compiled (Jinja checks the source's checksum as well);
-- written only for digest's own templates (a newsletter's own go to its build cache),
-  atomically (Jinja writes a temporary file and renames it), never when Python writes
-  no bytecode (PYTHONDONTWRITEBYTECODE, -B), and not at all where the folder cannot be
-  written: like a missing .pyc, a missing entry costs only the compile.
+- in digest's own __pycache__ folder (or under sys.pycache_prefix, or in the folder
+  DIGEST_TEMPLATE_CACHE names), in a folder per tool fingerprint (digest's code, Python's
+  and the libraries' versions: what shapes the code); the few most recent are kept;
+- keyed by the environment (email or web), the template's name and its source (Jinja
+  checks the source's checksum as well): an edited template is compiled again, and its
+  older entry removed;
+- for digest's own template files only (a newsletter's own, copies included, go to its
+  build cache: compiled code names the file it was compiled from);
+- written atomically (Jinja writes a temporary file and renames it), readable by all as
+  a .pyc is, never when Python writes no bytecode (PYTHONDONTWRITEBYTECODE, -B), and not
+  at all where the folder cannot be written; an entry that cannot be read is compiled
+  again: like a missing .pyc, it costs only the compile.
 """
 
 from __future__ import annotations
@@ -32,8 +34,16 @@ from jinja2.bccache import Bucket
 _PACKAGE = Path(__file__).resolve().parent
 
 
+#: How many stores (tool fingerprints) are kept: interpreters sharing one source tree
+#: (two virtual environments, say) each keep theirs.
+KEPT = 4
+
+
 def store_parent() -> Path:
     """The folder holding one store per tool fingerprint."""
+    chosen = os.environ.get("DIGEST_TEMPLATE_CACHE")
+    if chosen:
+        return Path(chosen)
     cache = _PACKAGE / "__pycache__"
     if sys.pycache_prefix:
         cache = Path(sys.pycache_prefix) / _PACKAGE.relative_to(_PACKAGE.anchor)
@@ -66,19 +76,22 @@ class TemplateCode(jinja2.BytecodeCache):
                 return bucket
         else:
             bucket = Bucket(environment, "", self.get_source_checksum(source))
+        if not _is_own(filename):
+            return bucket
         from digest.cache import tool_fingerprint
 
-        key = hashlib.sha256(f"{self.kind}\0{name}\0{source}".encode("utf-8", "surrogatepass")).hexdigest()
-        stored = Bucket(environment, key, bucket.checksum)
         folder = store_parent() / tool_fingerprint()[:16]
+        named = hashlib.sha256(f"{self.kind}\0{name}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
+        key = f"{self.kind}-{named}-{hashlib.sha256(source.encode('utf-8', 'surrogatepass')).hexdigest()[:40]}"
+        stored = Bucket(environment, key, bucket.checksum)
         try:
             with open(folder / f"{key}.cache", "rb") as handle:
                 stored.load_bytecode(handle)
-        except OSError:
-            pass
+        except Exception:  # noqa: BLE001 - missing, cut short, from another Jinja: compiled again
+            stored.reset()
         if stored.code is not None:
             return stored
-        bucket.store_as = (folder, key) if _is_own(filename) else None  # type: ignore[attr-defined]
+        bucket.store_as = (folder, key, f"{self.kind}-{named}-", filename)  # type: ignore[attr-defined]
         return bucket
 
     def load_bytecode(self, bucket: Bucket) -> None:  # get_bucket does it
@@ -90,17 +103,33 @@ class TemplateCode(jinja2.BytecodeCache):
         where = getattr(bucket, "store_as", None)
         if where is None or sys.dont_write_bytecode:
             return
-        folder, key = where
+        folder, key, same_template, filename = where
         try:
             if not folder.is_dir():
-                for old in folder.parent.iterdir() if folder.parent.is_dir() else ():
-                    shutil.rmtree(old, ignore_errors=True)  # another tool fingerprint's
                 folder.mkdir(parents=True, exist_ok=True)
+                _prune(folder.parent)
             stored = Bucket(bucket.environment, key, bucket.checksum)
             stored.code = bucket.code
             jinja2.FileSystemBytecodeCache(str(folder), "%s.cache").dump_bytecode(stored)
+            path = folder / f"{key}.cache"
+            os.chmod(path, (os.stat(filename).st_mode & 0o777) | 0o200)  # as Python gives a .pyc its source's
+            for older in folder.glob(f"{same_template}*.cache"):  # the template's earlier versions
+                if older != path:
+                    older.unlink(missing_ok=True)
         except OSError:
             pass  # like a .pyc that cannot be written: the next process compiles it again
+
+
+def _prune(parent: Path) -> None:
+    """Keep the KEPT stores most recently made under PARENT."""
+    stores = []
+    for path in parent.iterdir():
+        try:
+            stores.append((path.stat().st_mtime_ns, path))
+        except OSError:  # removed meanwhile
+            continue
+    for _, old in sorted(stores, reverse=True)[KEPT:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_own(filename: str | None) -> bool:

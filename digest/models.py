@@ -127,7 +127,8 @@ class Event:
         were two thirds of unpickling a year's events (~11 ms of ~17). The memo's days
         travel (a year's took ~8 ms to work out; its zone is the same ZoneInfo once
         unpickled), its hash does not: a string's hash differs from process to process."""
-        state = {k: v for k, v in self.__dict__.items() if k != "_memos" and k not in _BODY}
+        # Of a copy: another thread may be unpacking the body meanwhile.
+        state = {k: v for k, v in dict(self.__dict__).items() if k != "_memos" and k not in _BODY}
         if "_body" not in state:
             state["_body"] = pickle.dumps((self.body_html, self.blocks), pickle.HIGHEST_PROTOCOL)
         memo = self.__dict__.get("_memos")

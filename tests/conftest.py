@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -17,6 +18,9 @@ SHARED = REPO.parent / "shared"
 # Pin what leaks into output (Pelican's lesson): time zone and locale.
 os.environ["TZ"] = "UTC"
 os.environ.setdefault("LC_ALL", "C.UTF-8")
+# digest processes the tests start keep digest's compiled templates (digest.compiled) out
+# of the package too.
+os.environ["DIGEST_TEMPLATE_CACHE"] = tempfile.mkdtemp(prefix="digest-template-store-")
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from digest.cache import tool_fingerprint
 from tests.conftest import REPO, copy_example
 
 TODAY = date(2020, 10, 1)
+STORE_PARENT = compiled.store_parent  # before conftest's fixture puts the store elsewhere
 
 
 @pytest.fixture()
@@ -75,24 +76,36 @@ def test_a_build_into_a_new_folder_compiles_no_template_a_build_before_compiled(
     assert set(compiles) == first and outputs(tmp_path / "two") == outputs(tmp_path / "three")
 
 
-def test_a_copy_of_a_shipped_template_finds_its_code_and_a_changed_one_is_compiled(tmp_path, store, compiles):
-    """Keyed by the template's source: a newsletter's unchanged copies of digest's
-    templates compile nothing; an edited one is compiled (never the stored code), shows
-    its change, and is not kept in the store (a newsletter's own go to its build cache)."""
+def test_an_edited_template_is_compiled_again_and_a_newsletters_own_are_not_kept(tmp_path, store, compiles,
+                                                                                  monkeypatch):
+    """Keyed by the template's source: an edit to one of digest's templates is compiled
+    (never the stored code), shows, and replaces its older entry. A newsletter's own
+    templates, copies of digest's included, are compiled and not kept there (compiled
+    code names the file it was compiled from): they go to its build cache."""
+    own = copy_example(tmp_path / "own")  # templates/ copied from digest's, unchanged
     build(newsletter(tmp_path, "plain"), tmp_path / "plain-out", weeks=["2020-W41"], today=TODAY)
     before = stored(store)
     compiles.clear()
-    own = copy_example(tmp_path / "own")  # templates/ copied from digest's, unchanged
     build(own, tmp_path / "own-out", weeks=["2020-W41"], today=TODAY, use_cache=False)
-    assert compiles == []
+    assert set(compiles) >= {"digest.mjml", "digest.txt"} and stored(store) == before
+    assert (tmp_path / "own-out" / "2020-W41" / "digest.txt").read_bytes() == (
+        tmp_path / "plain-out" / "2020-W41" / "digest.txt").read_bytes()
+
+    # Were the copy digest's own (a checkout's templates/): an edit is compiled, then kept.
+    monkeypatch.setattr(compiled, "own_dirs", lambda: [(own / "templates" / kind).resolve()
+                                                       for kind in ("email", "web")])
+    build(own, tmp_path / "own-again", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    kept = stored(store)
+    compiles.clear()
     text = own / "templates" / "email" / "digest.txt"
     text.write_text(text.read_text(encoding="utf-8").replace("View online:", "Read it online:"), encoding="utf-8")
     build(own, tmp_path / "edited-out", weeks=["2020-W41"], today=TODAY, use_cache=False)
-    assert compiles == ["digest.txt"] and stored(store) == before
+    assert compiles == ["digest.txt"]
     assert "Read it online:" in (tmp_path / "edited-out" / "2020-W41" / "digest.txt").read_text(encoding="utf-8")
+    assert len(stored(store)) == len(kept) and stored(store) != kept  # its older entry replaced
     compiles.clear()
     build(own, tmp_path / "edited-again", weeks=["2020-W41"], today=TODAY, use_cache=False)
-    assert compiles == ["digest.txt"]  # still not stored: compiled again
+    assert compiles == []
 
 
 def test_nothing_is_written_where_python_writes_no_bytecode_or_cannot(tmp_path, store, monkeypatch, compiles):
@@ -111,30 +124,47 @@ def test_nothing_is_written_where_python_writes_no_bytecode_or_cannot(tmp_path, 
     build(root, tmp_path / "c", weeks=["2020-W41"], today=TODAY, use_cache=False)
     entries = list(store.rglob("*.cache"))
     assert entries
+    source_mode = (REPO / "templates" / "email" / "digest.txt").stat().st_mode & 0o777
+    assert {path.stat().st_mode & 0o777 for path in entries} == {source_mode | 0o200}  # as a .pyc's
+    from jinja2.bccache import bc_magic
+
     for path in entries:
         path.write_bytes(b"j2 damaged")
     compiles.clear()
     build(root, tmp_path / "d", weeks=["2020-W41"], today=TODAY, use_cache=False)
     assert len(compiles) == len(entries)
+    for path in store.rglob("*.cache"):
+        path.write_bytes(path.read_bytes()[:len(bc_magic) + 3])  # cut short: a crash while writing
+    compiles.clear()
+    build(root, tmp_path / "e", weeks=["2020-W41"], today=TODAY, use_cache=False)
+    assert len(compiles) == len(entries)
     assert outputs(tmp_path / "a") == outputs(tmp_path / "b") == outputs(tmp_path / "c") == outputs(tmp_path / "d")
+    assert outputs(tmp_path / "d") == outputs(tmp_path / "e")
 
 
-def test_a_store_of_another_tool_is_removed_and_compile_own_fills_it(tmp_path, store, monkeypatch, compiles):
+def test_the_most_recent_stores_are_kept_and_compile_own_fills_this_tools(tmp_path, store, monkeypatch, compiles):
     """The store is per tool fingerprint (digest's code, Python's and the libraries'
-    versions shape the code): another's is removed when this one is written.
-    compile_own() compiles every template of digest's own, even with -B."""
+    versions shape the code): the KEPT most recent are kept when this one is made (two
+    interpreters sharing a source tree keep theirs). compile_own() compiles every template
+    of digest's own, even with -B."""
+    import os
+
     from digest.archive import web_template_dirs
     from digest.render import template_dirs
 
-    old = store / "0123456789abcdef"
-    old.mkdir(parents=True)
-    (old / "x.cache").write_bytes(b"old")
+    olds = []
+    for age in range(compiled.KEPT):  # the oldest last
+        old = store / f"{age:016x}"
+        old.mkdir(parents=True)
+        (old / "x.cache").write_bytes(b"old")
+        os.utime(old, ns=(10**18 - age * 10**9, 10**18 - age * 10**9))
+        olds.append(old)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     count = compiled.compile_own()
-    assert not old.exists() and sys.dont_write_bytecode
+    assert [old.exists() for old in olds] == [True] * (compiled.KEPT - 1) + [False] and sys.dont_write_bytecode
     own = {p.relative_to(d).as_posix() for d in (template_dirs(REPO)[0], web_template_dirs(REPO)[0])
            for p in d.rglob("*") if p.is_file()}
-    assert count == len(own) == len(stored(store)) == len(set(compiles))
+    assert count == len(own) == len(stored(store / tool_fingerprint()[:16])) == len(set(compiles))
     compiles.clear()
     assert compiled.compile_own() == count and compiles == []  # all found: nothing compiled again
 
@@ -155,3 +185,16 @@ def test_the_marked_mjml_of_an_error_report_is_kept_nowhere(tmp_path, store):
     before = stored(store)
     assert before and renderer.marked_mjml(context) != renderer.mjml(context)
     assert stored(store) == before
+
+
+def test_the_store_is_where_the_environment_says(monkeypatch, tmp_path):
+    """DIGEST_TEMPLATE_CACHE names the folder; else PYTHONPYCACHEPREFIX's tree, else
+    digest's own __pycache__."""
+    monkeypatch.setenv("DIGEST_TEMPLATE_CACHE", str(tmp_path / "here"))
+    assert STORE_PARENT() == tmp_path / "here"
+    monkeypatch.delenv("DIGEST_TEMPLATE_CACHE")
+    package = Path(compiled.__file__).resolve().parent
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    assert STORE_PARENT() == package / "__pycache__" / "templates"
+    monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "prefix"))
+    assert STORE_PARENT() == tmp_path / "prefix" / package.relative_to(package.anchor) / "templates"
