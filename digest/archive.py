@@ -33,7 +33,7 @@ from digest.dates import range_label
 from digest.errors import BuildError, InputError, Problem
 from digest.ical import calendar_bytes
 from digest.present import edition_context
-from digest.render import TemplateLoader, UnreadableTemplate
+from digest.render import TemplateLoader, UnreadableTemplate, own_template_dirs
 from digest.writer import write_file
 
 if TYPE_CHECKING:
@@ -155,10 +155,9 @@ def catalogue(out: Path, built: Iterable[BuiltEdition], known: dict[str, tuple] 
 
 def web_template_dirs(root: Path) -> list[Path]:
     """The newsletter's own web templates first, then the ones shipped with digest."""
-    here = Path(__file__).resolve().parent
     dirs = [root / "templates" / "web"]
-    for candidate in (here.parent / "templates" / "web", here / "_templates" / "web"):
-        if candidate.is_dir() and all(candidate.resolve() != d.resolve() for d in dirs if d.exists()):
+    for candidate in own_template_dirs("web"):
+        if all(candidate.resolve() != d.resolve() for d in dirs if d.exists()):
             dirs.append(candidate)
     return dirs
 

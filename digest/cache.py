@@ -403,7 +403,8 @@ class BuildCache:
         parsed = dict(zip(ask, read_entries([items[i] for i in ask], config, load_meanwhile, progress)))
         stored = self._load_entries()  # loaded meanwhile, or not: nothing ran meanwhile
         lost = [i for i in keys if i not in parsed and keys[i] not in self._where]
-        parsed.update(zip(lost, read_entries([items[i] for i in lost], config)))
+        if lost:
+            parsed.update(zip(lost, read_entries([items[i] for i in lost], config)))
         shard = self._open_shard()
         results: list[tuple[Event | None, list[Problem]]] = []
         for index in range(len(items)):
@@ -524,9 +525,8 @@ class BuildCache:
         if not rewritten and item.week in self._as_left:
             return  # found as recorded, and left so
         stat = folder_stat(self.out / item.week)
-        newest = max((max(t[1], t[2]) for t in stat.values()), default=0) if stat else 0
-        coarse = not stat or all(t[1] % 1_000_000 == 0 for t in stat.values())
-        if stat is None or time.time_ns() - newest < (RACY_NS if coarse else FINE_RACY_NS):
+        if stat is None or not _settled(max((max(t[1], t[2]) for t in stat.values()), default=0),
+                                        not stat or all(t[1] % 1_000_000 == 0 for t in stat.values())):
             # Unreadable, or written so recently that a change within the file system's
             # time resolution (1 s on some) could go unseen: not trusted, checked next time.
             self._stamps[item.week] = None
@@ -650,9 +650,15 @@ def file_identity(path: str | Path, now: int | None = None) -> tuple[tuple[int, 
         return None
     if not S_ISREG(info.st_mode):
         return None
-    threshold = RACY_NS if info.st_mtime_ns % 1_000_000 == 0 else FINE_RACY_NS
-    age = (now if now is not None else time.time_ns()) - max(info.st_mtime_ns, info.st_ctime_ns)
-    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino), age >= threshold
+    trusted = _settled(max(info.st_mtime_ns, info.st_ctime_ns), info.st_mtime_ns % 1_000_000 == 0, now)
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino), trusted
+
+
+def _settled(newest_ns: int, coarse: bool, now: int | None = None) -> bool:
+    """Whether files last changed at NEWEST_NS are old enough for their sizes, times and
+    inodes to show any later change: RACY_NS on a file system with coarse times (COARSE:
+    whole milliseconds, or seconds), FINE_RACY_NS on others (still a kernel tick)."""
+    return (now if now is not None else time.time_ns()) - newest_ns >= (RACY_NS if coarse else FINE_RACY_NS)
 
 
 def folder_stat(folder: Path) -> dict[str, tuple[int, int, int, int]] | None:

@@ -51,12 +51,10 @@ def store_parent() -> Path:
 
 
 def own_dirs() -> list[Path]:
-    """digest's own template folders: the shipped ones (an installed wheel) and the
-    source tree's (a checkout), both kinds (email, web)."""
-    found = []
-    for base in (_PACKAGE / "_templates", _PACKAGE.parent / "templates"):
-        found += [(base / kind).resolve() for kind in ("email", "web") if (base / kind).is_dir()]
-    return found
+    """digest's own template folders, both kinds (digest.render.own_template_dirs)."""
+    from digest.render import own_template_dirs
+
+    return [folder.resolve() for kind in ("email", "web") for folder in own_template_dirs(kind)]
 
 
 class TemplateCode(jinja2.BytecodeCache):

@@ -19,12 +19,17 @@ TEXT_WIDTH = 78
 PREVIEW_PADDING = "\u034f\u00a0" * 90
 
 
+def own_template_dirs(kind: str) -> list[Path]:
+    """digest's own templates of KIND ("email", "web") that exist: the source tree's (a
+    checkout), then those shipped in the package (a wheel)."""
+    here = Path(__file__).resolve().parent
+    return [d for d in (here.parent / "templates" / kind, here / "_templates" / kind) if d.is_dir()]
+
+
 def template_dirs(root: Path) -> list[Path]:
     """The newsletter's own templates first, then the ones shipped with digest."""
-    shipped = Path(__file__).resolve().parent / "_templates" / "email"
-    source = Path(__file__).resolve().parent.parent / "templates" / "email"
     dirs = [root / "templates" / "email"]
-    dirs += [d for d in (source, shipped) if d.is_dir() and d.resolve() != dirs[0].resolve()]
+    dirs += [d for d in own_template_dirs("email") if d.resolve() != dirs[0].resolve()]
     return dirs
 
 
