@@ -179,3 +179,36 @@ def test_vtimezone_is_what_icalendar_writes(zone: str, years: tuple[int, int]) -
     reference = Timezone.from_tzid(zone, first_date=date(years[0] - 1, 1, 1), last_date=date(years[1] + 2, 1, 1))
     want = b"\r\n".join(fold(line) for line in reference.content_lines() if line) + b"\r\n"
     assert _make_vtimezone(zone, *years) == want
+
+
+def test_every_zone_is_what_icalendar_writes() -> None:
+    """digest writes VTIMEZONEs itself (icalendar is not imported for them): for every zone
+    this machine knows, the bytes are icalendar's Timezone.from_tzid, unbounded (the 1890s:
+    local mean times, offsets in seconds)."""
+    from zoneinfo import available_timezones
+
+    from icalendar import Timezone
+
+    from digest.ical import _make_vtimezone
+
+    differ = []
+    for zone in sorted(available_timezones()):
+        for first, last in ((2019, 2021), (1890, 1900)):
+            reference = Timezone.from_tzid(zone, first_date=date(first - 1, 1, 1), last_date=date(last + 2, 1, 1))
+            want = b"\r\n".join(fold(line) for line in reference.content_lines() if line) + b"\r\n"
+            if _make_vtimezone(zone, first, last) != want:
+                differ.append((zone, first))
+    assert len(available_timezones()) > 300 and differ == []
+
+
+def test_a_vtimezone_is_made_without_icalendar() -> None:
+    """A calendar meeting a new year or zone (its TZID known: digest.cache keeps them) does
+    not import icalendar (~35 ms of a weekly build); what is not a zone name still goes to
+    icalendar's lookup, which finds nothing there."""
+    code = ("import sys\nfrom digest.ical import _make_vtimezone\n"
+            "assert _make_vtimezone('Europe/Berlin', 2021, 2022).startswith(b'BEGIN:VTIMEZONE\\r\\nTZID:Europe/Berlin\\r\\n')\n"
+            "assert _make_vtimezone('Etc/GMT+5', 2021, 2021).count(b'BEGIN:STANDARD') == 1\n"
+            "assert 'icalendar' not in sys.modules, 'icalendar imported'\n"
+            "assert _make_vtimezone('Not/A_Zone', 2021, 2021) == b''\n"
+            "assert 'icalendar' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
