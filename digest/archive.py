@@ -268,15 +268,16 @@ def _feed_uuid(config: Config, *parts: str) -> str:
 
 def preload() -> None:
     """Import the libraries the archive's feed and calendars use; a build does it while
-    other processes parse entries. icalendar (VTIMEZONEs, zone TZIDs) only when the cache
-    has given digest.ical no zone (a first build) and no reader standing by makes the
-    new entries' zones (digest.forked): else it is rarely needed (~30 ms)."""
+    other processes parse entries. icalendar (zone TZIDs: digest.ical writes VTIMEZONEs
+    itself) only when the cache has given digest.ical no zone (a first build) and no
+    reader standing by makes the new entries' zones (digest.forked): else it is rarely
+    needed (~30 ms)."""
     import importlib
 
     from digest import forked, ical
 
     zones = not ical.TZIDS and "zones" not in forked.HELPS
-    for name in ("feedgen.feed",) + (("icalendar", "icalendar.timezone.tzid") if zones else ()):
+    for name in ("feedgen.feed",) + (("icalendar.timezone.tzid",) if zones else ()):
         importlib.import_module(name)
 
 

@@ -6,8 +6,8 @@ short) gives FAILED, and the caller does the work itself: the same code, here.
 A Forked process can also be started before its work is known (`ask`): it gets ready
 (imports) while this one does the same, then waits for its arguments, and after its
 answer serves further requests (`request`) until stopped. `digest build` starts its
-entry reader that way, first thing (standing_by); a first build's reader also inlines
-the edition's CSS (premailer), imported there while this process renders."""
+entry reader that way, first thing (standing_by); the reader of a build of a week or
+two also inlines the edition's CSS (premailer), imported there while this process renders."""
 
 from __future__ import annotations
 
@@ -331,13 +331,18 @@ def read_standing(reader: Forked, items: list, config: Any, meanwhile: Callable[
     global HELPS, _INLINER
     from digest import ical, render
 
-    # A first build's reader inlines instead of making zones: premailer's imports are the
+    # The reader inlines the edition's CSS whenever it may (a week or two): this process
+    # then never imports premailer (~15 ms). A later build's reader gets the parses the
+    # cache kept (this process has them: seeds), and makes the new entries' zones first;
+    # a first build's reader makes no zones: premailer's and cssutils' imports are the
     # longer wait, and this process has time for icalendar's while the reader reads.
-    inline = _MAY_INLINE and render.inlining_is_cold()
-    reader.ask(items, config, dict(ical.TZIDS), set(ical.ZONES), inline)
+    inline = _MAY_INLINE
+    seeds = None if render.inlining_is_cold() else render.inline_seeds()
+    zones = not inline or seeds is not None
+    reader.ask(items, config, dict(ical.TZIDS), set(ical.ZONES), inline, seeds)
     try:
         if reader.started and meanwhile is not None:  # else read here: nothing runs meanwhile
-            HELPS = frozenset({"inline"} if inline else {"zones"})
+            HELPS = frozenset({"inline"} if inline else set()) | frozenset({"zones"} if zones else set())
             try:
                 meanwhile()
             finally:
@@ -364,36 +369,50 @@ def inliner() -> Forked | None:
 
 
 def _ready_to_read() -> None:
+    import importlib
+
     from digest.entries import ready_to_read
 
     ready_to_read()
+    # The calendars' zones (_read_entries) ask for the sender's address, which the email
+    # package parses: imported now, it is not ~13 ms more that the build waits for.
+    importlib.import_module("email.policy")
 
 
-def _read_entries(items: list, config: Any, tzids: dict, zones: set, inline: bool = False) -> tuple[list, dict]:
+def _read_entries(items: list, config: Any, tzids: dict, zones: set, inline: bool = False,
+                  seeds: dict | None = None) -> tuple[list, dict]:
     """(In the reader.) ITEMS read, and the zones their calendars need that the build
-    lacks (TZIDS, ZONES: digest.ical); with INLINE, premailer is imported next."""
+    lacks (TZIDS, ZONES: digest.ical), unless a first build's reader inlines (INLINE
+    without SEEDS); with INLINE, premailer is imported next (see _ready_to_inline)."""
     from digest import entries, ical
 
     read = [entries.read_entry(path, rel, config) for path, rel in items]
     made: dict = {}
-    if inline:
-        AFTER.append(_ready_to_inline)
-    else:
+    if not inline or seeds is not None:
         try:
             made = ical.zones_needed([event for event, _ in read if event is not None], config, tzids, zones)
         except Exception:  # the build makes them itself, as without a reader (and reports what fails there)
             made = {}
+    if inline:
+        AFTER.append(lambda: _ready_to_inline(seeds))
     return read, made
 
 
-def _ready_to_inline() -> None:
-    """(In the reader, once its entries are sent.) A first build parses its CSS: premailer and cssutils now."""
+def _ready_to_inline(seeds: dict | None) -> None:
+    """(In the reader, once its entries are sent.) premailer now; cssutils too for a first
+    build (no SEEDS: it parses its CSS), else the parses the build's cache kept, which the
+    build has (they are not sent back)."""
     import importlib
 
-    importlib.import_module("cssutils")
-    from digest.render import _premailer_class
+    from digest import render
 
-    _premailer_class()
+    if seeds is None:
+        importlib.import_module("cssutils")
+    else:
+        render.seed_inline_parses(seeds)
+        for kind, table in seeds.items():
+            _SENT.setdefault(kind, set()).update(table)
+    render._premailer_class()
 
 
 def _inline(html: str, css: str) -> tuple[str, dict]:

@@ -211,7 +211,7 @@ class Renderer:
         from digest import forked
 
         importlib.import_module("mjml")
-        if "inline" not in forked.HELPS:  # else the entry reader inlines (a first build)
+        if "inline" not in forked.HELPS:  # else the entry reader inlines
             _premailer_class()
 
     def mjml(self, context: dict[str, Any]) -> str:
@@ -492,6 +492,11 @@ def inline_parses() -> dict[str, dict]:
     return {"rules": rules, "pairs": pairs}
 
 
+def inline_seeds() -> dict[str, dict]:
+    """The parses earlier builds kept (seed_inline_parses), for another process to seed."""
+    return {kind: dict(table) for kind, table in _SEEDS.items()}
+
+
 def inlining_is_cold() -> bool:
     """Whether inlining here would first import premailer and parse CSS (a first build: no parses kept)."""
     return _INLINER is None and not _SEEDS["rules"]
@@ -500,8 +505,8 @@ def inlining_is_cold() -> bool:
 def inline_css(html: str, css: str) -> str:
     """Inline our content CSS only; keep MJML's <style> blocks, classes, doctype and MSO blocks.
 
-    In a first `digest build`, the entry reader does it (digest.forked.inliner), with the
-    same code: premailer is imported there while this process renders."""
+    In a `digest build` of a week or two, the entry reader does it (digest.forked.inliner),
+    with the same code: premailer is imported there while this process renders."""
     from digest import forked
 
     helper = forked.inliner()

@@ -201,8 +201,9 @@ print(repr(new))
 def test_a_weekly_build_process_reads_its_new_entries_in_the_reader_and_imports_no_cssutils(tmp_path):
     """`digest build` as cron runs it, the week after last week's job: the new week's
     entries are parsed only in the reader standing by (this process imports no YAML or
-    Markdown parser), cssutils is not imported (every parse is in the cache), and the
-    files are an uncached in-process build's."""
+    Markdown parser), which then inlines the edition's CSS with the parses the cache kept
+    (this process imports no premailer; neither imports cssutils), and the files are an
+    uncached in-process build's."""
     from digest.build import build
 
     root = copy_example(tmp_path / "n")
@@ -215,8 +216,11 @@ def test_a_weekly_build_process_reads_its_new_entries_in_the_reader_and_imports_
     for path, away in held.items():
         away.rename(path)
     time.sleep(2.1)  # the cache trusts files written 2 s before it looks
-    imported = _cli_build(root, out, "2020-W46")
-    assert not {"cssutils", "yaml", "markdown_it"} & set(imported)
+    log = tmp_path / "reader.log"
+    log.unlink(missing_ok=True)
+    imported = _cli_build(root, out, "2020-W46", log)
+    assert imported == []  # none of cssutils, icalendar, markdown_it, premailer, yaml
+    assert log.read_text().splitlines() == ["['markdown_it', 'premailer', 'yaml']"]  # one inlining, no cssutils
     reference = tmp_path / "reference"
     build(root, reference, weeks=("2020-W46",), today=date(2020, 11, 1), use_cache=False)
     for name in ("digest.html", "digest.txt", "digest.eml", "events.ics"):
@@ -271,19 +275,28 @@ def _entry(root: Path, name: str, day: str, zone: str) -> None:
         f"timezone: {zone}\nregister: https://example.org/{name}\n---\nA talk.\n", encoding="utf-8")
 
 
-#: `digest build` as a process, printing (last, on stderr) the modules of interest it imported.
-_CLI = ("import sys\nimport digest.cli as cli\nreal = cli._leaving\n\n"
+#: `digest build` as a process, printing (last, on stderr) the modules of interest it
+#: imported; its reader adds a line to $READER_LOG with its own after each inlining.
+_CLI = ("import os, sys\nimport digest.cli as cli\nimport digest.forked as forked\nreal = cli._leaving\n"
+        "MODULES = ('cssutils', 'icalendar', 'markdown_it', 'premailer', 'yaml')\ninline = forked._inline\n\n"
         "def leaving(one_shot):\n"
-        "    print(sorted(m for m in ('cssutils', 'icalendar', 'markdown_it', 'premailer', 'yaml')"
-        " if m in sys.modules), file=sys.stderr)\n"
+        "    print(sorted(m for m in MODULES if m in sys.modules), file=sys.stderr)\n"
         "    real(one_shot)\n\n"
-        "cli._leaving = leaving\nsys.argv = ['digest'] + sys.argv[1:]\ncli.main()\n")
+        "def reader_inline(*args):\n"
+        "    answer = inline(*args)\n"
+        "    with open(os.environ['READER_LOG'], 'a') as log:\n"
+        "        print(sorted(m for m in MODULES if m in sys.modules), file=log)\n"
+        "    return answer\n\n"
+        "cli._leaving = leaving\nforked._inline = reader_inline\nsys.argv = ['digest'] + sys.argv[1:]\ncli.main()\n")
 
 
-def _cli_build(root: Path, out: Path, week: str) -> list[str]:
-    """`digest build --week WEEK` as a process: the modules of interest it imported (its last stderr line)."""
+def _cli_build(root: Path, out: Path, week: str, reader_log: Path | None = None) -> list[str]:
+    """`digest build --week WEEK` as a process: the modules of interest it imported (its
+    last stderr line); READER_LOG gets its reader's after each inlining (see _CLI)."""
+    log = reader_log or out.parent / "reader.log"
     done = subprocess.run([sys.executable, "-c", _CLI, "build", "--root", str(root), "--week", week,
-                           "--today", "2020-11-01", "--out", str(out)], capture_output=True, text=True, timeout=120)
+                           "--today", "2020-11-01", "--out", str(out)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "READER_LOG": str(log)})
     assert done.returncode == 0, done.stderr
     return eval(done.stderr.strip().splitlines()[-1])
 
