@@ -3,6 +3,7 @@ and the real-world test data beside the checkout (../shared)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -19,8 +20,9 @@ SHARED = REPO.parent / "shared"
 os.environ["TZ"] = "UTC"
 os.environ.setdefault("LC_ALL", "C.UTF-8")
 # digest processes the tests start keep digest's compiled templates (digest.compiled) out
-# of the package too.
+# of the package too, in a folder removed when the tests end.
 os.environ["DIGEST_TEMPLATE_CACHE"] = tempfile.mkdtemp(prefix="digest-template-store-")
+atexit.register(shutil.rmtree, os.environ["DIGEST_TEMPLATE_CACHE"], True)
 
 
 @pytest.fixture(autouse=True)
