@@ -137,6 +137,25 @@ def _is_own(filename: str | None) -> bool:
     return any(path.parent == folder or folder in path.parents for folder in own_dirs())
 
 
+def stored(root: Path) -> bool:
+    """Whether a build of the newsletter at ROOT is likely to find every template it uses
+    compiled: digest's own in this store (it holds entries for this tool fingerprint),
+    and the newsletter has no template folder of its own (those compile into its build
+    cache, empty in a first build). A guess for planning work (digest.forked), never
+    for what is rendered."""
+    from digest.cache import tool_fingerprint
+
+    for kind in ("email", "web"):
+        folder = root / "templates" / kind
+        if folder.is_dir() and all(folder.resolve() != own.resolve() for own in own_dirs()):
+            return False
+    try:
+        with os.scandir(store_parent() / tool_fingerprint()[:16]) as found:
+            return any(entry.name.endswith(".cache") for entry in found)
+    except OSError:
+        return False
+
+
 def compile_own() -> int:
     """Compile digest's own templates into the store now, as compileall writes a package's
     bytecode (even where Python would not write it on import); how many were compiled."""

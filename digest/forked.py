@@ -329,16 +329,19 @@ def read_standing(reader: Forked, items: list, config: Any, meanwhile: Callable[
     the zones their calendars need, taken here (digest.ical), and for a first build
     prepares to inline (inliner). An error of MEANWHILE (or Ctrl-C) stops it and is raised."""
     global HELPS, _INLINER
-    from digest import ical, render
+    from digest import compiled, ical, render
 
-    # The reader inlines the edition's CSS whenever it may (a week or two): this process
-    # then never imports premailer (~15 ms). A later build's reader gets the parses the
-    # cache kept (this process has them: seeds), and makes the new entries' zones first;
-    # a first build's reader makes no zones: premailer's and cssutils' imports are the
-    # longer wait, and this process has time for icalendar's while the reader reads.
-    inline = _MAY_INLINE
+    # The reader inlines the edition's CSS when it may (a week or two), with the parses
+    # the cache kept (this process has them: seeds): this process then never imports
+    # premailer (~15 ms). A first build (no seeds) parses its CSS: premailer and cssutils
+    # take ~60 ms to import. Where its templates are compiled already (digest.compiled),
+    # this process has the time: it imports them while the reader reads and makes the
+    # zones (icalendar), and inlines itself. Else compiling the templates (~45 ms) keeps
+    # it busy: the reader imports them after reading, inlines, and makes no zones (this
+    # process has time for icalendar's while it waits).
     seeds = None if render.inlining_is_cold() else render.inline_seeds()
-    zones = not inline or seeds is not None
+    inline = _MAY_INLINE and (seeds is not None or not compiled.stored(config.root))
+    zones = seeds is not None or not inline
     reader.ask(items, config, dict(ical.TZIDS), set(ical.ZONES), inline, seeds)
     try:
         if reader.started and meanwhile is not None:  # else read here: nothing runs meanwhile

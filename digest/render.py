@@ -212,6 +212,8 @@ class Renderer:
 
         importlib.import_module("mjml")
         if "inline" not in forked.HELPS:  # else the entry reader inlines
+            if inlining_is_cold():  # a first build parses its CSS
+                importlib.import_module("cssutils")
             _premailer_class()
 
     def mjml(self, context: dict[str, Any]) -> str:

@@ -198,3 +198,19 @@ def test_the_store_is_where_the_environment_says(monkeypatch, tmp_path):
     assert STORE_PARENT() == package / "__pycache__" / "templates"
     monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "prefix"))
     assert STORE_PARENT() == tmp_path / "prefix" / package.relative_to(package.anchor) / "templates"
+
+
+def test_stored_says_whether_a_build_finds_its_templates_compiled(tmp_path, store):
+    """compiled.stored (how a first build shares its work between processes: digest.forked):
+    not before the store holds this tool's templates, nor for a newsletter with template
+    folders of its own (they compile into its build's cache); else yes."""
+    own = copy_example(tmp_path / "own")
+    plain = copy_example(tmp_path / "plain")
+    shutil.rmtree(plain / "templates")
+    assert not compiled.stored(plain) and not compiled.stored(own)
+    assert compiled.compile_own() >= 10
+    assert compiled.stored(plain) and not compiled.stored(own)
+    shutil.rmtree(own / "templates" / "email")  # web templates alone are the newsletter's too
+    assert not compiled.stored(own)
+    shutil.rmtree(store / tool_fingerprint()[:16])
+    assert not compiled.stored(plain)

@@ -4,6 +4,7 @@ and premailer's cssutils, imported only when something is parsed."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,13 +291,13 @@ _CLI = ("import os, sys\nimport digest.cli as cli\nimport digest.forked as forke
         "cli._leaving = leaving\nforked._inline = reader_inline\nsys.argv = ['digest'] + sys.argv[1:]\ncli.main()\n")
 
 
-def _cli_build(root: Path, out: Path, week: str, reader_log: Path | None = None) -> list[str]:
-    """`digest build --week WEEK` as a process: the modules of interest it imported (its
-    last stderr line); READER_LOG gets its reader's after each inlining (see _CLI)."""
+def _cli_build(root: Path, out: Path, week: str, reader_log: Path | None = None, **env: str) -> list[str]:
+    """`digest build --week WEEK` as a process (with ENV): the modules of interest it imported
+    (its last stderr line); READER_LOG gets its reader's after each inlining (see _CLI)."""
     log = reader_log or out.parent / "reader.log"
     done = subprocess.run([sys.executable, "-c", _CLI, "build", "--root", str(root), "--week", week,
                            "--today", "2020-11-01", "--out", str(out)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "READER_LOG": str(log)})
+                          env={**os.environ, "READER_LOG": str(log), **env})
     assert done.returncode == 0, done.stderr
     return eval(done.stderr.strip().splitlines()[-1])
 
@@ -333,6 +334,36 @@ def test_a_first_build_process_has_its_css_inlined_by_the_reader_and_keeps_the_p
     write_week(root, date(2020, 11, 9), 6, seed=1)  # next week's entries, then its build
     time.sleep(2.1)  # the cache trusts files written 2 s before it looks
     assert "cssutils" not in _cli_build(root, out, "2020-W46")
+
+
+@FORKING
+def test_a_first_build_process_with_its_templates_compiled_inlines_while_the_reader_makes_zones(
+        tmp_path, monkeypatch):
+    """A first build whose templates are all compiled (digest's own, in the store: no
+    folder of the newsletter's) has time to import premailer and cssutils while the
+    reader reads and makes the zones (icalendar there, not here), and inlines itself;
+    the files are an uncached build's, and the cache keeps the parses and zones."""
+    import pickle
+
+    from digest import compiled
+    from digest.build import build
+
+    root = _newsletter(tmp_path, weeks=1, per_week=12)
+    shutil.rmtree(root / "templates")
+    store = tmp_path / "store"
+    monkeypatch.setattr(compiled, "store_parent", lambda: store)
+    compiled.compile_own()
+    assert compiled.stored(root)
+    out, log = tmp_path / "out", tmp_path / "reader.log"
+    assert _cli_build(root, out, "2020-W45", log, DIGEST_TEMPLATE_CACHE=str(store)) == ["cssutils", "premailer"]
+    assert not log.exists()  # the reader inlined nothing
+    reference = tmp_path / "reference"
+    build(root, reference, weeks=("2020-W45",), today=date(2020, 11, 1), use_cache=False)
+    _same_files(out, reference, "2020-W45")
+    assert pickle.loads((out / ".cache" / "inline.pickle").read_bytes())["parses"]["rules"]
+    zones = pickle.loads((out / ".cache" / "vtimezones.pickle").read_bytes())["zones"]
+    assert {tzid for tzid, _, _ in zones} == {line.split(":", 1)[1] for path in (out / "2020-W45").glob("*.ics")
+                                             for line in path.read_text().splitlines() if line.startswith("TZID:")}
 
 
 @FORKING
