@@ -267,18 +267,11 @@ def _feed_uuid(config: Config, *parts: str) -> str:
 
 
 def preload() -> None:
-    """Import the libraries the archive's feed and calendars use; a build does it while
-    other processes parse entries. icalendar (zone TZIDs: digest.ical writes VTIMEZONEs
-    itself) only when the cache has given digest.ical no zone (a first build) and no
-    reader standing by makes the new entries' zones (digest.forked): else it is rarely
-    needed (~30 ms)."""
+    """Import the library the archive's feed uses (feedgen, with lxml); a build does it
+    while other processes parse entries."""
     import importlib
 
-    from digest import forked, ical
-
-    zones = not ical.TZIDS and "zones" not in forked.HELPS
-    for name in ("feedgen.feed",) + (("icalendar.timezone.tzid",) if zones else ()):
-        importlib.import_module(name)
+    importlib.import_module("feedgen.feed")
 
 
 def feed_bytes(config: Config, listing: list[Listed]) -> bytes:

@@ -273,9 +273,8 @@ _STANDING: Forked | None = None
 _MAY_INLINE = False
 _INLINER: Forked | None = None
 #: What the reader does for the build besides reading, while the build gets ready
-#: (read_standing's MEANWHILE): "zones" (the TZIDs and VTIMEZONEs of the new entries'
-#: calendars: digest.ical.zones_needed), "inline" (the edition's CSS, for a first build:
-#: inliner). digest.archive.preload and Renderer.warm then do not import what it needs.
+#: (read_standing's MEANWHILE): "inline" (the edition's CSS: inliner). Renderer.warm
+#: then does not import premailer.
 HELPS: frozenset[str] = frozenset()
 
 
@@ -326,8 +325,8 @@ def claim() -> Forked | None:
 
 def read_standing(reader: Forked, items: list, config: Any, meanwhile: Callable[[], None] | None) -> Any:
     """ITEMS read by READER (claimed) while MEANWHILE runs here, or FAILED. It also makes
-    the zones their calendars need, taken here (digest.ical), and for a first build
-    prepares to inline (inliner). An error of MEANWHILE (or Ctrl-C) stops it and is raised."""
+    the zones their calendars need, taken here (digest.ical), or prepares to inline
+    (inliner). An error of MEANWHILE (or Ctrl-C) stops it and is raised."""
     global HELPS, _INLINER
     from digest import compiled, ical, render
 
@@ -336,16 +335,15 @@ def read_standing(reader: Forked, items: list, config: Any, meanwhile: Callable[
     # premailer (~15 ms). A first build (no seeds) parses its CSS: premailer and cssutils
     # take ~60 ms to import. Where its templates are compiled already (digest.compiled),
     # this process has the time: it imports them while the reader reads and makes the
-    # zones (icalendar), and inlines itself. Else compiling the templates (~45 ms) keeps
-    # it busy: the reader imports them after reading, inlines, and makes no zones (this
-    # process has time for icalendar's while it waits).
+    # zones, and inlines itself. Else compiling the templates (~45 ms) keeps it busy: the
+    # reader imports them after reading and inlines, and this process makes the zones
+    # while it waits.
     seeds = None if render.inlining_is_cold() else render.inline_seeds()
     inline = _MAY_INLINE and (seeds is not None or not compiled.stored(config.root))
-    zones = seeds is not None or not inline
     reader.ask(items, config, dict(ical.TZIDS), set(ical.ZONES), inline, seeds)
     try:
         if reader.started and meanwhile is not None:  # else read here: nothing runs meanwhile
-            HELPS = frozenset({"inline"} if inline else set()) | frozenset({"zones"} if zones else set())
+            HELPS = frozenset({"inline"} if inline else ())
             try:
                 meanwhile()
             finally:

@@ -2,9 +2,9 @@
 
 The content lines are written here, byte for byte what the icalendar library's
 Component API gives for the same properties (tests/test_ical_speed.py checks that),
-at ~15 µs a VEVENT instead of ~210 µs. icalendar itself is imported only when needed:
-for a VTIMEZONE and for the TZID of a named zone other than "UTC", each remembered
-between builds (digest.cache).
+at ~15 µs a VEVENT instead of ~210 µs; VTIMEZONEs and the TZIDs of named zones too.
+icalendar itself is imported only for a time zone that is not a named zone (rare:
+fixed offsets are written in UTC) and for a TZID that is not a zone name.
 """
 
 from __future__ import annotations
@@ -79,22 +79,37 @@ def _line(name: str, value: str) -> bytes:
     return fold(name + ":" + value.removeprefix("\ufeff"))
 
 
-#: icalendar's TZID by zone name, made here once and kept between builds by digest.cache
-#: with the VTIMEZONEs (importing icalendar to ask costs ~30 ms of a weekly build).
+#: The TZID of each zone name met, kept between builds by digest.cache with the VTIMEZONEs.
 TZIDS: dict[str, str] = {}
 
 
 def _zone_tzid(key: str) -> str:
-    """icalendar's TZID for a named zone: "UTC" for the zones it counts as UTC (GMT, Iceland, …)."""
+    """The TZID icalendar gives a named zone: "UTC" for the zones it counts as UTC (GMT,
+    Iceland, Africa/Abidjan, …), else the name. Worked out here (importing icalendar to
+    ask cost ~30 ms of a first build): icalendar counts as UTC the zones the time zone
+    database makes links of UTC's or Abidjan's, which is what it does with zones that
+    agree since 1970; tests/test_ical_speed.py checks every zone against icalendar."""
     tzid = TZIDS.get(key)
     if tzid is None:
-        if key == "UTC":
-            tzid = key
-        else:
-            from icalendar.timezone.tzid import tzid_from_tzinfo
-            tzid = tzid_from_tzinfo(ZoneInfo(key))
+        tzid = "UTC" if key == "UTC" or _utc_since_1970(key) else key
         TZIDS[key] = tzid
     return tzid
+
+
+def _utc_since_1970(key: str) -> bool:
+    """Whether zone KEY has kept UTC's offset, with a known name, from 1970 to 2040
+    ("localtime" is this machine's zone, not a shared one; "-00" names an unknown one)."""
+    if key == "localtime":
+        return False
+    zone = ZoneInfo(key)
+    moment, end, week = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2040, 1, 1, tzinfo=timezone.utc), \
+        timedelta(days=7)
+    while moment < end:  # one step for the other zones: their offset is not UTC's in 1970
+        local = moment.astimezone(zone)
+        if local.utcoffset() or local.tzname() == "-00":
+            return False
+        moment += week
+    return True
 
 
 def _tzid(moment: datetime) -> str | None:
@@ -109,8 +124,8 @@ def _tzid(moment: datetime) -> str | None:
 
 
 def learn_tzids(events: Iterable[Event]) -> None:
-    """Look up now the TZIDs of EVENTS' times that TZIDS lacks (importing icalendar only
-    then): forked workers inherit them, and the import, instead of each doing both."""
+    """Work out now the TZIDs of EVENTS' times that TZIDS lacks: forked workers inherit
+    them (and icalendar, when a zone that is not a named one needs it)."""
     for event in events:
         for moment in (event.start, event.end):
             if isinstance(moment, datetime):

@@ -359,8 +359,8 @@ def test_a_build_keeps_no_edition_bytes_in_memory(newsletter: Path, tmp_path: Pa
 
 def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newsletter: Path, tmp_path: Path,
                                                                         monkeypatch) -> None:
-    """A new process finds the VTIMEZONEs and zone TZIDs the last build made (icalendar
-    is neither asked again nor imported for them); a store written by another tool or
+    """A new process finds the VTIMEZONEs and zone TZIDs the last build made (neither is
+    worked out again); a store written by another tool or
     tz database is ignored."""
     import icalendar.timezone.tzid
 
@@ -388,6 +388,7 @@ def test_vtimezones_are_kept_between_builds_and_never_from_another_tool(newslett
         raise AssertionError("icalendar was asked again")
 
     monkeypatch.setattr(ical, "_make_vtimezone", refuse)
+    monkeypatch.setattr(ical, "_utc_since_1970", refuse)
     monkeypatch.setattr(icalendar.timezone.tzid, "tzid_from_tzinfo", refuse)
     monkeypatch.setattr(icalendar.timezone.tzid, "tzid_from_dt", refuse)
     build(newsletter, out, all_weeks=True, today=TODAY, jobs=1)
@@ -574,7 +575,8 @@ def test_what_workers_learn_is_kept_as_a_serial_build_keeps_it(tmp_path: Path, m
         raise AssertionError("made again")
 
     for module, name in ((cssutils, "parseString"), (cssutils, "parseStyle"), (ical, "_make_vtimezone"),
-                         (icalendar.timezone.tzid, "tzid_from_tzinfo"), (icalendar.timezone.tzid, "tzid_from_dt")):
+                         (ical, "_utc_since_1970"), (icalendar.timezone.tzid, "tzid_from_tzinfo"),
+                         (icalendar.timezone.tzid, "tzid_from_dt")):
         monkeypatch.setattr(module, name, refuse)
     week = plan(root, all_weeks=True, today=TODAY).weeks[-1]
     build(root, out, weeks=[week], today=TODAY, jobs=1)

@@ -202,13 +202,33 @@ def test_every_zone_is_what_icalendar_writes() -> None:
 
 
 def test_a_vtimezone_is_made_without_icalendar() -> None:
-    """A calendar meeting a new year or zone (its TZID known: digest.cache keeps them) does
-    not import icalendar (~35 ms of a weekly build); what is not a zone name still goes to
-    icalendar's lookup, which finds nothing there."""
-    code = ("import sys\nfrom digest.ical import _make_vtimezone\n"
+    """A calendar meeting a new year or zone does not import icalendar (~35 ms of a weekly
+    build) for its TZIDs or VTIMEZONEs; what is not a zone name still goes to icalendar's
+    lookup, which finds nothing there."""
+    code = ("import sys\nfrom datetime import datetime\nfrom zoneinfo import ZoneInfo\n"
+            "from digest.ical import _make_vtimezone, _tzid\n"
+            "assert _tzid(datetime(2021, 1, 1, tzinfo=ZoneInfo('Europe/Berlin'))) == 'Europe/Berlin'\n"
+            "assert _tzid(datetime(2021, 1, 1, tzinfo=ZoneInfo('Iceland'))) == 'UTC'\n"
             "assert _make_vtimezone('Europe/Berlin', 2021, 2022).startswith(b'BEGIN:VTIMEZONE\\r\\nTZID:Europe/Berlin\\r\\n')\n"
             "assert _make_vtimezone('Etc/GMT+5', 2021, 2021).count(b'BEGIN:STANDARD') == 1\n"
             "assert 'icalendar' not in sys.modules, 'icalendar imported'\n"
             "assert _make_vtimezone('Not/A_Zone', 2021, 2021) == b''\n"
             "assert 'icalendar' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_zones_tzid_is_what_icalendar_gives() -> None:
+    """The TZID of each named zone, worked out without icalendar: "UTC" for the zones
+    icalendar counts as UTC (UTC, GMT, Iceland, Africa/Abidjan and its links, …), else the
+    zone's name, for every zone this machine knows."""
+    from zoneinfo import available_timezones
+
+    from icalendar.timezone.tzid import tzid_from_tzinfo
+
+    from digest import ical
+
+    keys = sorted(available_timezones() | {"UTC"})
+    ours = {key: ical._zone_tzid(key) for key in keys}
+    theirs = {key: tzid_from_tzinfo(ZoneInfo(key)) for key in keys}
+    assert ours == theirs
+    assert ours["Europe/London"] == "Europe/London" and ours["Etc/GMT"] == ours["Atlantic/Reykjavik"] == "UTC"
