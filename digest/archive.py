@@ -33,7 +33,7 @@ from digest.dates import range_label
 from digest.errors import BuildError, InputError, Problem
 from digest.ical import calendar_bytes
 from digest.present import edition_context
-from digest.render import TemplateLoader, UnreadableTemplate, own_template_dirs
+from digest.render import TemplateLoader, UnreadableTemplate, compile_all, own_template_dirs
 from digest.writer import write_file
 
 if TYPE_CHECKING:
@@ -174,11 +174,7 @@ class WebRenderer:
 
     def warm(self) -> None:
         """Compile the page templates now (before forking workers); errors surface when rendering."""
-        for name in ("edition.html", "nav.html"):
-            try:
-                self.env.get_template(name)
-            except jinja2.TemplateError:  # unreadable ones too (TemplateLoader)
-                pass
+        compile_all(self.env)
 
     def render(self, name: str, context: dict[str, Any]) -> str:
         try:

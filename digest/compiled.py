@@ -167,12 +167,8 @@ def compile_own() -> int:
         compiled = 0
         for folder in own_dirs():
             root = folder.parent.parent  # a newsletter folder whose templates/<kind> is FOLDER
-            env = render.make_environment(root) if folder.name == "email" else WebRenderer(root).env
-            for name in env.list_templates():
-                if not name.endswith((".mjml", ".txt", ".css", ".html")):
-                    continue
-                env.get_template(name)
-                compiled += 1
+            compiled += render.compile_all(render.make_environment(root) if folder.name == "email"
+                                           else WebRenderer(root).env)
         return compiled
     finally:
         sys.dont_write_bytecode = saved

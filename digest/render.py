@@ -206,6 +206,7 @@ class Renderer:
                 self._templates.setdefault(name, self.env.get_template(name))
             except jinja2.TemplateError:  # unreadable ones too (TemplateLoader)
                 pass  # rendering reports it, with the file and line
+        compile_all(self.env)
         import importlib
 
         from digest import forked
@@ -339,6 +340,25 @@ def _locate(marked: str) -> tuple[str, int | None, str] | None:
     if stack:
         return where(stack[-1], "is never closed")
     return None
+
+
+#: The extensions of template files (digest's own: MJML, text, CSS, HTML pages).
+TEMPLATE_EXTENSIONS = (".mjml", ".txt", ".css", ".html")
+
+
+def compile_all(env: jinja2.Environment) -> int:
+    """Compile every template ENV's folders hold (what the ones rendered include, extend
+    or import, which Jinja compiles when it first meets them), so that a build's first
+    rendering compiles none; an error is left for the rendering to report. How many."""
+    compiled = 0
+    for name in env.list_templates():
+        if name.endswith(TEMPLATE_EXTENSIONS):
+            try:
+                env.get_template(name)
+            except jinja2.TemplateError:  # unreadable ones too (TemplateLoader)
+                continue
+            compiled += 1
+    return compiled
 
 
 _PREMAILER_LOG = logging.getLogger("digest.premailer")

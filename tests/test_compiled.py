@@ -214,3 +214,23 @@ def test_stored_says_whether_a_build_finds_its_templates_compiled(tmp_path, stor
     assert not compiled.stored(own)
     shutil.rmtree(store / tool_fingerprint()[:16])
     assert not compiled.stored(plain)
+
+
+def test_warming_compiles_every_template_rendering_then_needs(tmp_path, store, compiles):
+    """Renderer.warm and WebRenderer.warm (run while other processes read entries) compile
+    the templates the rendered ones include or extend too: rendering an edition, its page
+    and the index afterwards compiles none (a first build's ~15 ms after the inlining)."""
+    from digest.archive import WebRenderer, edition_page, index_page
+    from digest.build import plan, render_edition
+    from digest.render import Renderer
+
+    root = newsletter(tmp_path, "n")
+    renderer, web = Renderer(root), WebRenderer(root)
+    renderer.warm()
+    web.warm()
+    assert {"layout.mjml", "partials/event.mjml", "base.html", "partials/event.html", "index.html"} <= set(compiles)
+    compiles.clear()
+    p = plan(root, weeks=["2020-W41"], today=TODAY)
+    item = render_edition(p, "2020-W41", renderer)
+    assert edition_page(web, p, item) and index_page(web, p.config, [])
+    assert compiles == []
