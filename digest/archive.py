@@ -264,13 +264,30 @@ def _feed_uuid(config: Config, *parts: str) -> str:
 
 def preload() -> None:
     """Import the library the archive's feed uses (feedgen, with lxml); a build does it
-    while other processes parse entries."""
+    while other processes parse entries, unless the entry reader makes the feed."""
     import importlib
 
-    importlib.import_module("feedgen.feed")
+    from digest import forked
+
+    if "inline" not in forked.HELPS:
+        importlib.import_module("feedgen.feed")
 
 
 def feed_bytes(config: Config, listing: list[Listed]) -> bytes:
+    """make_feed's feed, made by the entry reader when it inlines the build's CSS
+    (digest.forked.inliner: it has lxml, and this process then needs neither it nor
+    feedgen), else here."""
+    from digest import forked
+
+    helper = forked.inliner()
+    if helper is not None:
+        made = helper.request("feed", config, listing)
+        if isinstance(made, bytes):
+            return made
+    return make_feed(config, listing)
+
+
+def make_feed(config: Config, listing: list[Listed]) -> bytes:
     """An Atom feed (RFC 4287) with one entry per edition, newest first; timestamps from the editions' dates."""
     from feedgen.feed import FeedGenerator
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -273,8 +274,8 @@ _STANDING: Forked | None = None
 _MAY_INLINE = False
 _INLINER: Forked | None = None
 #: What the reader does for the build besides reading, while the build gets ready
-#: (read_standing's MEANWHILE): "inline" (the edition's CSS: inliner). Renderer.warm
-#: then does not import premailer.
+#: (read_standing's MEANWHILE): "inline" (the edition's CSS and the archive's feed:
+#: inliner). Renderer.warm and digest.archive.preload then do not import premailer or feedgen.
 HELPS: frozenset[str] = frozenset()
 
 
@@ -294,7 +295,7 @@ def standing_by(inline: bool = False) -> Iterator[None]:
         return
     reader: Forked | None = None
     try:
-        reader = Forked(_read_entries, ready=_ready_to_read, serves={"inline": _inline})
+        reader = Forked(_read_entries, ready=_ready_to_read, serves={"inline": _inline, "feed": _feed})
         _STANDING, _MAY_INLINE = (reader if reader.started else None), inline
         yield
     finally:
@@ -365,7 +366,8 @@ def read_standing(reader: Forked, items: list, config: Any, meanwhile: Callable[
 
 
 def inliner() -> Forked | None:
-    """The reader, when it inlines this build's CSS (read_standing); None once it is gone."""
+    """The reader, when it inlines this build's CSS (read_standing), and makes its feed
+    (digest.archive.feed_bytes); None once it is gone."""
     return _INLINER if _INLINER is not None and _INLINER.started else None
 
 
@@ -425,7 +427,25 @@ def _inline(html: str, css: str) -> tuple[str, dict]:
            for kind, table in render.inline_parses().items()}
     for kind, table in new.items():
         _SENT[kind].update(table)
+    if "digest.archive" not in sys.modules:  # the archive's feed is asked for next
+        AFTER.append(_ready_to_feed)
     return inlined, new
+
+
+def _ready_to_feed() -> None:
+    """(In the reader, once an inlining is sent.) feedgen (lxml is premailer's already)."""
+    import importlib
+
+    for name in ("digest.archive", "feedgen.feed"):
+        importlib.import_module(name)
+
+
+def _feed(config: Any, listing: list) -> bytes:
+    """(In the reader.) digest.archive.make_feed: the build's process then imports neither
+    feedgen nor lxml (~11 ms)."""
+    from digest.archive import make_feed
+
+    return make_feed(config, listing)
 
 
 #: (In the reader.) The parses' keys already sent to the build, by kind.

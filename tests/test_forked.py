@@ -220,8 +220,9 @@ def test_a_weekly_build_process_reads_its_new_entries_in_the_reader_and_imports_
     log = tmp_path / "reader.log"
     log.unlink(missing_ok=True)
     imported = _cli_build(root, out, "2020-W46", log)
-    assert imported == []  # none of cssutils, icalendar, markdown_it, premailer, yaml
-    assert log.read_text().splitlines() == ["['markdown_it', 'premailer', 'yaml']"]  # one inlining, no cssutils
+    assert imported == ["lxml"]  # none of cssutils, feedgen, icalendar, markdown_it, premailer, yaml
+    # one inlining, without cssutils; the feed was made there too (feedgen)
+    assert log.read_text().splitlines() == ["['lxml', 'markdown_it', 'premailer', 'yaml']"]
     reference = tmp_path / "reference"
     build(root, reference, weeks=("2020-W46",), today=date(2020, 11, 1), use_cache=False)
     for name in ("digest.html", "digest.txt", "digest.eml", "events.ics"):
@@ -279,7 +280,7 @@ def _entry(root: Path, name: str, day: str, zone: str) -> None:
 #: `digest build` as a process, printing (last, on stderr) the modules of interest it
 #: imported; its reader adds a line to $READER_LOG with its own after each inlining.
 _CLI = ("import os, sys\nimport digest.cli as cli\nimport digest.forked as forked\nreal = cli._leaving\n"
-        "MODULES = ('cssutils', 'icalendar', 'markdown_it', 'premailer', 'yaml')\ninline = forked._inline\n\n"
+        "MODULES = ('cssutils', 'feedgen', 'icalendar', 'lxml', 'markdown_it', 'premailer', 'yaml')\ninline = forked._inline\n\n"
         "def leaving(one_shot):\n"
         "    print(sorted(m for m in MODULES if m in sys.modules), file=sys.stderr)\n"
         "    real(one_shot)\n\n"
@@ -322,7 +323,7 @@ def test_a_first_build_process_has_its_css_inlined_by_the_reader_and_keeps_the_p
 
     root = _newsletter(tmp_path, weeks=1, per_week=12)
     out = tmp_path / "out"
-    assert _cli_build(root, out, "2020-W45") == []  # the zones are made here meanwhile (no icalendar)
+    assert _cli_build(root, out, "2020-W45") == ["lxml"]  # the zones are made here meanwhile (no icalendar)
     reference = tmp_path / "reference"
     build(root, reference, weeks=("2020-W45",), today=date(2020, 11, 1), use_cache=False)
     _same_files(out, reference, "2020-W45")
@@ -355,7 +356,8 @@ def test_a_first_build_process_with_its_templates_compiled_inlines_while_the_rea
     compiled.compile_own()
     assert compiled.stored(root)
     out, log = tmp_path / "out", tmp_path / "reader.log"
-    assert _cli_build(root, out, "2020-W45", log, DIGEST_TEMPLATE_CACHE=str(store)) == ["cssutils", "premailer"]
+    assert _cli_build(root, out, "2020-W45", log, DIGEST_TEMPLATE_CACHE=str(store)) == [
+        "cssutils", "feedgen", "lxml", "premailer"]
     assert not log.exists()  # the reader inlined nothing
     reference = tmp_path / "reference"
     build(root, reference, weeks=("2020-W45",), today=date(2020, 11, 1), use_cache=False)
