@@ -273,17 +273,28 @@ def preload() -> None:
         importlib.import_module("feedgen.feed")
 
 
-def feed_bytes(config: Config, listing: list[Listed]) -> bytes:
+def feed_bytes(config: Config, listing: list[Listed], meanwhile: Callable[[], None] | None = None) -> bytes:
     """make_feed's feed, made by the entry reader when it inlines the build's CSS
     (digest.forked.inliner: it has lxml, and this process then needs neither it nor
-    feedgen), else here."""
+    feedgen) while MEANWHILE runs here, else here (after MEANWHILE)."""
     from digest import forked
 
     helper = forked.inliner()
     if helper is not None:
-        made = helper.request("feed", config, listing)
+        ran: list[bool] = []
+
+        def waiting() -> None:
+            ran.append(True)
+            if meanwhile is not None:
+                meanwhile()
+
+        made = helper.request("feed", config, listing, meanwhile=waiting)
+        if ran:
+            meanwhile = None
         if isinstance(made, bytes):
             return made
+    if meanwhile is not None:
+        meanwhile()
     return make_feed(config, listing)
 
 
@@ -375,6 +386,19 @@ def _cached_calendar(cache: BuildCache | None, p: Plan) -> bytes:
                    lambda: calendar_of_everything(p, cache.vevents(p.config) if cache is not None else None))
 
 
+def calendar_later(cache: BuildCache | None, p: Plan) -> Callable[[], bytes]:
+    """_cached_calendar(CACHE, P), made at the first call and kept (the build may make it
+    while it waits for the entry reader: digest.forked.when_idle)."""
+    made: list[bytes] = []
+
+    def calendar() -> bytes:
+        if not made:
+            made.append(_cached_calendar(cache, p))
+        return made[0]
+
+    return calendar
+
+
 def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> bytes:
     context = {"site": _site(config), "root": "./", "editions": list(reversed(listing)), "base_url": _base(config)}
     return _tidy(renderer.render("index.html", context)).encode("utf-8")
@@ -428,41 +452,55 @@ class Archive:
 
 
 def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildCache | None = None,
-                    page: Callable[[str, bytes], None] | None = None) -> Archive:
+                    page: Callable[[str, bytes], None] | None = None,
+                    calendar: Callable[[], bytes] | None = None) -> Archive:
     """Read what OUT holds and render the archive as it will be once BUILT is written (writes nothing).
 
     PAGE, when given, gets each edition's web page (week, bytes) as soon as it is made,
-    and the Archive keeps none. Call it under the build lock: it reads the editions
-    already on disk.
+    and the Archive keeps none. CALENDAR, when given, gives the calendar of every event
+    (calendar_later). Call it under the build lock: it reads the editions already on disk.
     """
     reads = cache.archive_reads() if cache is not None else {"listed": None, "navs": None}
     listing = catalogue(out, built, reads["listed"])
     renderer = WebRenderer(p.config.root, cache.bytecode() if cache is not None else None)
     pages: dict[str, dict[str, bytes]] = {}
-    for item in built:
-        nav = nav_html(renderer, p.config, listing, item.week)
-        # Rendered with the edition (in its worker) or, for an edition left as it was,
-        # the page on disk: only the previous/next links can have changed.
-        current = out / item.week / PAGE
-        ready = item.page or (current.read_bytes() if current.is_file() else b"")
-        data = with_nav(ready, nav) if ready else None
-        if data is None:
-            data = edition_page(renderer, p, item, nav)
-        if page is not None:
-            page(item.week, data)
-        else:
-            pages[item.week] = {PAGE: data}
-    files = _renav(out, renderer, p.config, listing, {item.week for item in built}, reads["navs"])
+    files: dict[str, bytes] = {}
     # The index and the feed are made from the listing, the config, the tool (and the web templates).
     from digest.cache import config_fingerprint, templates_fingerprint, tool_fingerprint
 
     base = (tool_fingerprint(), config_fingerprint(p.config), repr(listing)) if cache is not None else ()
-    files.update({
-        "index.html": _cached(cache, ("index.html", *base, templates_fingerprint(renderer.dirs)),
-                              lambda: index_page(renderer, p.config, listing)),
-        "feed.xml": _cached(cache, ("feed.xml", *base), lambda: feed_bytes(p.config, listing)),
-        "events.ics": _cached_calendar(cache, p),
-    })
+
+    def the_rest() -> None:
+        """Everything but the feed: made while the entry reader makes the feed, if it does."""
+        for item in built:
+            nav = nav_html(renderer, p.config, listing, item.week)
+            # Rendered with the edition (in its worker) or, for an edition left as it was,
+            # the page on disk: only the previous/next links can have changed.
+            current = out / item.week / PAGE
+            ready = item.page or (current.read_bytes() if current.is_file() else b"")
+            data = with_nav(ready, nav) if ready else None
+            if data is None:
+                data = edition_page(renderer, p, item, nav)
+            if page is not None:
+                page(item.week, data)
+            else:
+                pages[item.week] = {PAGE: data}
+        files.update(_renav(out, renderer, p.config, listing, {item.week for item in built}, reads["navs"]))
+        files["index.html"] = _cached(cache, ("index.html", *base, templates_fingerprint(renderer.dirs)),
+                                      lambda: index_page(renderer, p.config, listing))
+        files["events.ics"] = calendar() if calendar is not None else _cached_calendar(cache, p)
+
+    done: list[bool] = []
+
+    def rest_once() -> None:
+        if not done:
+            done.append(True)
+            the_rest()
+
+    feed = _cached(cache, ("feed.xml", *base), lambda: feed_bytes(p.config, listing, meanwhile=rest_once))
+    rest_once()
+    index, events = files.pop("index.html"), files.pop("events.ics")
+    files.update({"index.html": index, "feed.xml": feed, "events.ics": events})  # the older pages' first
     return Archive(pages, files)
 
 

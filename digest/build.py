@@ -170,9 +170,10 @@ def render_edition(p: Plan, week: str, renderer: Renderer, *, profile: str | Non
         context["edition"]["count"] = len(edition.events)
         context["view_online_url"] = VIEW_ONLINE if links.view_online else ""
         mjml_source = renderer.mjml(context)
-        html = inline_css(compile_mjml(mjml_source), renderer.css(context))
-        text = renderer.text(context)
-        return mjml_source, html, text, context
+        texts: list[str] = []  # the text version is rendered while the reader inlines, if it does
+        html = inline_css(compile_mjml(mjml_source), renderer.css(context),
+                          meanwhile=lambda: texts.append(renderer.text(context)))
+        return mjml_source, html, texts[0], context
 
     mjml_source, html, text, context = attempt(0, None)
     budget = config.max_html_bytes
@@ -392,8 +393,9 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
     not kept in memory); the web archive is rendered next, and only then are the folders
     swapped in. OUT/.cache (digest.cache) keeps parsed entries and rendered editions; an
     edition whose folder already holds the same bytes is not rewritten."""
-    from digest.archive import (PAGE, WebRenderer, edition_page, preload, prepare_archive, web_template_dirs,
-                                write_archive)
+    from digest import forked
+    from digest.archive import (PAGE, WebRenderer, calendar_later, edition_page, preload, prepare_archive,
+                                web_template_dirs, write_archive)
 
     cache = BuildCache(out) if use_cache else None
     renderer = Renderer(root, cache.bytecode() if cache else None)
@@ -458,13 +460,17 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             if not (current.is_file() and current.read_bytes() == data):
                 staging.stage(week, {**kept[week].files, PAGE: data})  # the rest read back from OUT/WEEK
 
+        # The calendar of every event depends on no edition: made while the reader inlines, if it does.
+        calendar = calendar_later(cache, p)
+        if forked.inliner() is not None:
+            forked.when_idle(calendar)
         try:
             web.warm()  # compiled once, here, before workers fork
             built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress,
                                page=lambda item: edition_page(web, p, item), write=write, keep=keep,
                                renderer=renderer, templates=templates)
             # The web archive, rendered before anything is swapped in.
-            archive = prepare_archive(out, p, built, cache, page=page)
+            archive = prepare_archive(out, p, built, cache, page=page, calendar=calendar)
             if cache and templates_fingerprint(renderer.dirs + web_template_dirs(root)) != templates:
                 # A template changed while this build ran: what was rendered may not be what
                 # the cache keys name (an edit put back later would then find it). Keep none of it.

@@ -50,6 +50,8 @@ class Forked:
                 os.close(receive)
                 os.close(send)
                 return
+            for fd in (ask, send):  # a request or answer (an edition's HTML) fits whole: neither side waits
+                _widen(fd)
         # Ctrl-C and SIGTERM wait until each side has its handlers in place: the child must
         # never run this process's code (its exception handlers, exit handlers) by mistake.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
@@ -102,13 +104,20 @@ class Forked:
         """Send ARGS to a process started with READY (once): it answers FN(*ARGS)."""
         self._send(None, args)
 
-    def request(self, name: str, *args: Any) -> Any:
+    def request(self, name: str, *args: Any, meanwhile: Callable[[], None] | None = None) -> Any:
         """SERVES[NAME](*ARGS) from a process started with READY, once it has answered
-        ask: the answer, or FAILED (then it is stopped if it broke down). Only from the
-        process that started it (not from one forked since)."""
+        ask: the answer, or FAILED (then it is stopped if it broke down); MEANWHILE runs
+        here while it is made (its error, or Ctrl-C, stops the process and is raised).
+        Only from the process that started it (not from one forked since)."""
         if os.getpid() != self._owner or self._ask < 0:
             return FAILED
         self._send(name, args)
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                self.stop()  # its answer would be read as the next one's
+                raise
         return self.result()
 
     def _send(self, name: str | None, args: tuple) -> None:
@@ -201,6 +210,17 @@ class Forked:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _widen(fd: int) -> None:
+    """Give FD's pipe a buffer of 1 MiB (Linux; the most an unprivileged process may ask)
+    where it can: a writer then does not wait for the reader to start reading."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def _send_frame(fd: int, message: Any) -> None:
@@ -302,6 +322,7 @@ def standing_by(inline: bool = False) -> Iterator[None]:
         if reader is not None:
             reader.stop()
         _STANDING, _MAY_INLINE, _INLINER = None, False, None
+        _IDLE.clear()
 
 
 def _forget_in_child() -> None:
@@ -315,6 +336,27 @@ def _forget_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
+
+
+#: Work this process may do while it waits for a helper's answer (when_idle, idle).
+_IDLE: list[Callable[[], Any]] = []
+
+
+def when_idle(job: Callable[[], Any]) -> None:
+    """Run JOB (once) the next time this process waits for the reader's answer (an
+    inlining), if it does: JOB must make what is asked for later anyway (a memo), and
+    leave no trace if it fails (it is then done, and fails, where it is asked for)."""
+    _IDLE.append(job)
+
+
+def idle() -> None:
+    """Run the jobs when_idle was given, each once; their errors are left for later."""
+    while _IDLE:
+        job = _IDLE.pop(0)
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - asked for again where it is needed, and reported there
+            pass
 
 
 def claim() -> Forked | None:

@@ -524,20 +524,34 @@ def inlining_is_cold() -> bool:
     return _INLINER is None and not _SEEDS["rules"]
 
 
-def inline_css(html: str, css: str) -> str:
+def inline_css(html: str, css: str, meanwhile: Callable[[], None] | None = None) -> str:
     """Inline our content CSS only; keep MJML's <style> blocks, classes, doctype and MSO blocks.
 
     In a `digest build` of a week or two, the entry reader does it (digest.forked.inliner),
-    with the same code: premailer is imported there while this process renders."""
+    with the same code: premailer is imported there while this process renders; this
+    process runs MEANWHILE (and what waits for it: digest.forked.idle) while it waits.
+    Without the reader, MEANWHILE runs first."""
     from digest import forked
 
     helper = forked.inliner()
     if helper is not None:
-        answer = helper.request("inline", html, css)
+        ran: list[bool] = []
+
+        def waiting() -> None:
+            ran.append(True)
+            if meanwhile is not None:
+                meanwhile()
+            forked.idle()
+
+        answer = helper.request("inline", html, css, meanwhile=waiting)
+        if ran:
+            meanwhile = None  # done
         if answer is not forked.FAILED:
             inlined, parses = answer
             seed_inline_parses(parses)  # kept by the cache, as if made here
             return inlined
+    if meanwhile is not None:
+        meanwhile()
     # (FAILED: the reader is gone, or it failed: here, where an error is reported as it should be)
     Premailer = _premailer_class()
 

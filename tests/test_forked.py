@@ -212,8 +212,9 @@ def test_a_weekly_build_process_reads_its_new_entries_in_the_reader_and_imports_
     held = {path: tmp_path / path.name for path in write_week(root, date(2020, 11, 9), 4, seed=1)}
     for path, away in held.items():
         path.rename(away)
-    out = tmp_path / "out"
+    out, reference = tmp_path / "out", tmp_path / "reference"
     _cli_build(root, out, "2020-W45")
+    build(root, reference, weeks=("2020-W45",), today=date(2020, 11, 1), use_cache=False)  # the same history
     for path, away in held.items():
         away.rename(path)
     time.sleep(2.1)  # the cache trusts files written 2 s before it looks
@@ -223,10 +224,12 @@ def test_a_weekly_build_process_reads_its_new_entries_in_the_reader_and_imports_
     assert imported == ["lxml"]  # none of cssutils, feedgen, icalendar, markdown_it, premailer, yaml
     # one inlining, without cssutils; the feed was made there too (feedgen)
     assert log.read_text().splitlines() == ["['lxml', 'markdown_it', 'premailer', 'yaml']"]
-    reference = tmp_path / "reference"
     build(root, reference, weeks=("2020-W46",), today=date(2020, 11, 1), use_cache=False)
-    for name in ("digest.html", "digest.txt", "digest.eml", "events.ics"):
+    for name in ("digest.html", "digest.txt", "digest.eml", "events.ics", "index.html"):
         assert (out / "2020-W46" / name).read_bytes() == (reference / "2020-W46" / name).read_bytes()
+    # the feed (made by the reader) and the calendar of every event (made while it inlined)
+    for name in ("feed.xml", "events.ics", "index.html", "2020-W45/index.html"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
 def test_the_zones_a_reader_makes_are_all_the_calendars_of_its_entries_need(tmp_path, monkeypatch):
@@ -575,3 +578,90 @@ def test_a_weekly_build_asks_for_its_new_entries_before_it_loads_the_stored_ones
     build_mod.build(root, fresh, weeks=["2020-W45", "2020-W47"], today=date(2020, 11, 1), use_cache=False)
     for name in ("digest.html", "digest.txt", "events.ics"):
         assert (out / "2020-W47" / name).read_bytes() == (fresh / "2020-W47" / name).read_bytes()
+
+
+def _slow_double(x):
+    time.sleep(0.3)
+    return (os.getpid(), 2 * x, time.monotonic())
+
+
+def _nap_next():
+    """(In the child.) Answer at once, then sleep before reading the next request."""
+    forked.AFTER.append(lambda: time.sleep(0.5))
+    return "napping"
+
+
+@FORKING
+def test_a_request_runs_meanwhile_here_while_the_child_answers(tmp_path):
+    """request(..., meanwhile=M): M runs here while the child works (before its answer is
+    read); an error in M stops the child (its answer would be read as the next one's) and
+    is raised; requests and answers larger than a pipe's usual 64 KiB do not make either
+    side wait for the other (the pipes take 1 MiB where the system lets them)."""
+    before = descriptors()
+    child = Forked(lambda: None, ready=lambda: None,
+                   serves={"double": _slow_double, "echo": lambda data: data, "nap": _nap_next})
+    assert child.started
+    seen: list[float] = []
+    pid, doubled, answered_at = child.request("double", 21, meanwhile=lambda: seen.append(time.monotonic()))
+    assert pid != os.getpid() and doubled == 42 and seen and seen[0] < answered_at
+    big = "x" * 500_000
+    assert child.request("nap") == "napping"
+    started = time.monotonic()
+    assert child.request("echo", big, meanwhile=lambda: seen.append(time.monotonic())) == big
+    assert seen[1] - started < 0.3  # written whole while the child slept (0.5 s), not read yet
+    if sys.platform.startswith("linux"):
+        import fcntl
+
+        assert fcntl.fcntl(child._ask, fcntl.F_GETPIPE_SZ) == 1 << 20
+
+    def broken() -> None:
+        raise RuntimeError("meanwhile failed")
+
+    with pytest.raises(RuntimeError, match="meanwhile failed"):
+        child.request("double", 1, meanwhile=broken)
+    assert not child.started and child.request("double", 1) is FAILED
+    assert no_child_left() and descriptors() == before
+
+
+def test_idle_jobs_run_once_and_their_errors_are_left_for_later(monkeypatch):
+    """forked.idle runs what when_idle was given, once each, in order; a job that fails
+    is dropped quietly (what it was to make is made, and fails, where it is needed)."""
+    monkeypatch.setattr(forked, "_IDLE", [])
+    done: list[str] = []
+
+    def broken() -> None:
+        done.append("broken")
+        raise ValueError("later")
+
+    forked.when_idle(lambda: done.append("a"))
+    forked.when_idle(broken)
+    forked.when_idle(lambda: done.append("b"))
+    forked.idle()
+    forked.idle()
+    assert done == ["a", "broken", "b"] and forked._IDLE == []
+
+
+@FORKING
+def test_inlining_in_the_reader_renders_meanwhile_here_and_gives_the_same_bytes(tmp_path, monkeypatch):
+    """inline_css with the reader inlining: MEANWHILE (the text version) and the idle
+    jobs (the calendar of every event) run here while it inlines; the HTML is what
+    inlining here gives. Without the reader, MEANWHILE runs first, here."""
+    from digest import render
+
+    html = ('<html><head><style type="text/css">p{margin:0}</style></head><body>'
+            '<p class="a">x</p><div class="b">y</div></body></html>')
+    css = ".a { font-weight: bold } .b { color: #123456 }"
+    here = render.inline_css(html, css)
+    order: list[str] = []
+    helper = Forked(lambda: None, ready=lambda: None, serves={"inline": forked._inline})
+    monkeypatch.setattr(forked, "_INLINER", helper)
+    monkeypatch.setattr(forked, "_IDLE", [])
+    try:
+        forked.when_idle(lambda: order.append("idle"))
+        assert render.inline_css(html, css, meanwhile=lambda: order.append("meanwhile")) == here
+        assert order == ["meanwhile", "idle"]
+    finally:
+        helper.stop()
+    monkeypatch.setattr(forked, "_INLINER", None)
+    assert render.inline_css(html, css, meanwhile=lambda: order.append("first")) == here
+    assert order[-1] == "first" and no_child_left()
