@@ -20,6 +20,7 @@ from digest.editions import make_edition, resolve_week, weeks_with_content
 from digest.entries import Progress, load_events
 from digest.errors import BuildError, InputError, Problem, raise_if_errors
 from digest.finish import links_for, substitute
+from digest.finish import ready as finish_ready
 from digest.ical import Parts, calendar_bytes, remember_vevents, vevents_made
 from digest.message import build_message
 from digest.models import Edition, Event
@@ -460,10 +461,12 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             if not (current.is_file() and current.read_bytes() == data):
                 staging.stage(week, {**kept[week].files, PAGE: data})  # the rest read back from OUT/WEEK
 
-        # The calendar of every event depends on no edition: made while the reader inlines, if it does.
+        # The calendar of every event depends on no edition: made while the reader inlines,
+        # if it does, when lxml (for the final HTML's checks: digest.finish) is imported too.
         calendar = calendar_later(cache, p)
         if forked.inliner() is not None:
             forked.when_idle(calendar)
+            forked.when_idle(finish_ready)
         try:
             web.warm()  # compiled once, here, before workers fork
             built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress,

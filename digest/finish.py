@@ -55,6 +55,13 @@ def links_for(config: Config, week: str, profile: str) -> Links:
     return Links(profile, unsub, view or web, None, None)
 
 
+def ready() -> None:
+    """Import what document() needs (lxml's HTML parser, ~10 ms) before it is first needed."""
+    import importlib
+
+    importlib.import_module("lxml.html")
+
+
 @lru_cache(maxsize=2)
 def document(html: str) -> Any:
     """HTML parsed with lxml (libxml2's HTML parser); the last two are kept, as the
