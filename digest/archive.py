@@ -34,7 +34,7 @@ from digest.errors import BuildError, InputError, Problem
 from digest.ical import calendar_bytes
 from digest.present import edition_context
 from digest.render import TemplateLoader, UnreadableTemplate, compile_all, own_template_dirs
-from digest.writer import write_file
+from digest.writer import write_files
 
 if TYPE_CHECKING:
     from digest.build import BuiltEdition, Plan
@@ -505,11 +505,12 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
 
 
 def write_archive(out: Path, archive: Archive) -> list[Path]:
-    """After the editions are written: the archive's files, each atomically; unchanged files are not touched."""
-    written = []
+    """After the editions are written: the archive's files, each atomically (flushed
+    together: writer.write_files); unchanged files are not touched."""
+    changed = {}
     for name, data in sorted(archive.files.items()):
         path = out / name
         if not path.is_file() or path.read_bytes() != data:
-            write_file(path, data)
-            written.append(path)
-    return written
+            changed[path] = data
+    write_files(changed)
+    return list(changed)

@@ -64,9 +64,10 @@ def recover(out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in out.glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
-    for tmp in out.glob(".*.tmp"):  # a file write_file left when killed (the file itself is intact)
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
+    for pattern in (".*.tmp", "*/.*.tmp"):  # what write_files left when killed (the files are intact)
+        for tmp in out.glob(pattern):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -207,19 +208,32 @@ class Staging:
         return written
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Replace one file atomically (write a temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_files(files: Mapping[Path, bytes]) -> None:
+    """Replace each of FILES (path -> bytes) atomically: all are written to temporary files
+    and flushed with one sync (an fsync each waited for the disk once a file), then
+    renamed into place. A failure before the renames leaves every file as it was."""
+    temps: list[tuple[Path, Path]] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        for path, data in files.items():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temps.append((tmp, path))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        if temps:
+            os.sync()
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BuildError(f"could not write {path}: {exc.strerror or exc}; the previous file is unchanged.") from None
+        for tmp, _ in temps:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        where = exc.filename or (temps[-1][1] if temps else "")
+        raise BuildError(f"could not write {where}: {exc.strerror or exc}; the previous file is unchanged.") from None
+    for folder in {path.parent for _, path in temps}:
+        _fsync_dir(folder)
 
 
 @contextmanager

@@ -479,3 +479,35 @@ def test_a_worker_that_fails_to_write_leaves_the_other_weeks_staged(tmp_path: Pa
     for item in built:
         for name in item.files:
             assert (out / item.week / name).read_bytes() == (again / item.week / name).read_bytes()
+
+
+def test_the_archive_files_are_replaced_together_with_one_sync(tmp_path: Path, monkeypatch) -> None:
+    """writer.write_files (the archive's index, feed, calendar and older pages): every file
+    replaced, flushed with one sync (not an fsync a file), no temporary file left; a failure
+    on any leaves all as they were; recover() removes the temporary files of a killed run,
+    in the edition folders too."""
+    from digest import writer
+
+    out = tmp_path / "out"
+    (out / "2020-W40").mkdir(parents=True)
+    old = {out / "index.html": b"old index", out / "2020-W40" / "index.html": b"old page"}
+    for path, data in old.items():
+        path.write_bytes(data)
+    syncs: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "sync", lambda: syncs.append("sync"))
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append("fsync"), real_fsync(fd)))
+    new = {out / "index.html": b"new index", out / "2020-W40" / "index.html": b"new page",
+           out / "feed.xml": b"<feed/>"}
+    writer.write_files(new)
+    assert {path: path.read_bytes() for path in new} == new
+    assert syncs.count("sync") == 1 and syncs.count("fsync") == 2  # the two folders' entries, once each
+    assert not list(out.rglob("*.tmp"))
+    (out / "blocked").write_text("a file where a folder would go")
+    with pytest.raises(BuildError, match="could not write .*blocked"):
+        writer.write_files({out / "index.html": b"newer", out / "blocked" / "x.html": b"x"})
+    assert (out / "index.html").read_bytes() == b"new index" and not list(out.rglob("*.tmp"))
+    for leftover in (out / ".feed.xml.123.tmp", out / "2020-W40" / ".index.html.123.tmp"):
+        leftover.write_bytes(b"half")
+    writer.recover(out)
+    assert not list(out.rglob("*.tmp")) and (out / "2020-W40" / "index.html").read_bytes() == b"new page"
