@@ -275,8 +275,8 @@ def preload() -> None:
 
 def feed_bytes(config: Config, listing: list[Listed], meanwhile: Callable[[], None] | None = None) -> bytes:
     """make_feed's feed, made by the entry reader when it inlines the build's CSS
-    (digest.forked.inliner: it has lxml, and this process then needs neither it nor
-    feedgen) while MEANWHILE runs here, else here (after MEANWHILE)."""
+    (digest.forked.inliner: it has lxml, and this process then does not import feedgen)
+    while MEANWHILE runs here, else here (after MEANWHILE)."""
     from digest import forked
 
     helper = forked.inliner()

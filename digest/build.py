@@ -467,7 +467,7 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
         if forked.inliner() is not None:
             forked.when_idle(calendar)
             forked.when_idle(finish_ready)
-        try:
+        try:  # (the jobs are dropped below, run or not: they belong to this build)
             web.warm()  # compiled once, here, before workers fork
             built = render_all(p, profile=profile, root=root, cache=cache, jobs=jobs, progress=progress,
                                page=lambda item: edition_page(web, p, item), write=write, keep=keep,
@@ -486,6 +486,8 @@ def build(root: Path, out: Path, *, weeks: Iterable[str] = (), all_weeks: bool =
             if fresh_cache and cache is not None:  # a failed first build leaves no cache behind
                 shutil.rmtree(cache.folder, ignore_errors=True)
             raise
+        finally:
+            forked.drop_idle(calendar, finish_ready)
         for item in built:
             item.files.folder = out / item.week  # type: ignore[attr-defined]
             if cache:

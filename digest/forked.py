@@ -6,8 +6,10 @@ short) gives FAILED, and the caller does the work itself: the same code, here.
 A Forked process can also be started before its work is known (`ask`): it gets ready
 (imports) while this one does the same, then waits for its arguments, and after its
 answer serves further requests (`request`) until stopped. `digest build` starts its
-entry reader that way, first thing (standing_by); the reader of a build of a week or
-two also inlines the edition's CSS (premailer), imported there while this process renders."""
+entry reader that way, first thing (standing_by); in a build of a week or two the reader
+also inlines the edition's CSS (premailer, imported there while this process renders)
+and makes the archive's feed, unless a first build's process does the inlining itself
+(read_standing)."""
 
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ class Forked:
                 os.close(receive)
                 os.close(send)
                 return
-            for fd in (ask, send):  # a request or answer (an edition's HTML) fits whole: neither side waits
+            for fd in (ask, send):  # where the system lets it, a request or answer (an edition's HTML) fits whole
                 _widen(fd)
         # Ctrl-C and SIGTERM wait until each side has its handlers in place: the child must
         # never run this process's code (its exception handlers, exit handlers) by mistake.
@@ -304,9 +306,10 @@ def standing_by(inline: bool = False) -> Iterator[None]:
     """While the block runs, a forked entry reader stands by (claim): it imports the
     entry parsers (YAML, Markdown, dateutil: ~55 ms) while this process imports the
     renderers, and then reads what it is asked. With INLINE (a build of a week or two:
-    no workers), a first build's reader then imports premailer and cssutils and inlines
-    the editions' CSS (~70 ms of imports and parsing off this process). Only with two or
-    more cores, one thread, and fork(); stopped and reaped when the block ends."""
+    no workers), the reader then imports premailer (and cssutils, for a first build),
+    inlines the edition's CSS and makes the archive's feed, unless read_standing finds
+    this process has the time to inline. Only with two or more cores, one thread, and
+    fork(); stopped and reaped when the block ends (with the jobs when_idle was given)."""
     global _STANDING, _MAY_INLINE, _INLINER
     import threading
 
@@ -349,6 +352,11 @@ def when_idle(job: Callable[[], Any]) -> None:
     _IDLE.append(job)
 
 
+def drop_idle(*jobs: Callable[[], Any]) -> None:
+    """Forget JOBS if they have not run (a build done with them)."""
+    _IDLE[:] = [job for job in _IDLE if all(job is not dropped for dropped in jobs)]
+
+
 def idle() -> None:
     """Run the jobs when_idle was given, each once; their errors are left for later."""
     while _IDLE:
@@ -383,7 +391,7 @@ def read_standing(reader: Forked, items: list, config: Any, meanwhile: Callable[
     # while it waits.
     seeds = None if render.inlining_is_cold() else render.inline_seeds()
     inline = _MAY_INLINE and (seeds is not None or not compiled.stored(config.root))
-    reader.ask(items, config, dict(ical.TZIDS), set(ical.ZONES), inline, seeds)
+    reader.ask(items, config, dict(ical.TZIDS), set(ical.ZONES), inline, seeds if inline else None)
     try:
         if reader.started and meanwhile is not None:  # else read here: nothing runs meanwhile
             HELPS = frozenset({"inline"} if inline else ())
@@ -483,8 +491,8 @@ def _ready_to_feed() -> None:
 
 
 def _feed(config: Any, listing: list) -> bytes:
-    """(In the reader.) digest.archive.make_feed: the build's process then imports neither
-    feedgen nor lxml (~11 ms)."""
+    """(In the reader.) digest.archive.make_feed: the build's process then does not import
+    feedgen (~5 ms; lxml it imports for its own checks)."""
     from digest.archive import make_feed
 
     return make_feed(config, listing)

@@ -98,8 +98,10 @@ def _zone_tzid(key: str) -> str:
 
 def _utc_since_1970(key: str) -> bool:
     """Whether zone KEY has kept UTC's offset, with a known name, from 1970 to 2040
-    ("localtime" is this machine's zone, not a shared one; "-00" names an unknown one)."""
-    if key == "localtime":
+    ("localtime" is this machine's zone, not a shared one; "-00" names an unknown one;
+    the posix/ and right/ copies of the database are not among its names, and right/
+    counts leap seconds)."""
+    if key == "localtime" or key.startswith(("posix/", "right/")):
         return False
     zone = ZoneInfo(key)
     moment, end, week = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2040, 1, 1, tzinfo=timezone.utc), \

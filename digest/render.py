@@ -527,10 +527,11 @@ def inlining_is_cold() -> bool:
 def inline_css(html: str, css: str, meanwhile: Callable[[], None] | None = None) -> str:
     """Inline our content CSS only; keep MJML's <style> blocks, classes, doctype and MSO blocks.
 
-    In a `digest build` of a week or two, the entry reader does it (digest.forked.inliner),
-    with the same code: premailer is imported there while this process renders; this
-    process runs MEANWHILE (and what waits for it: digest.forked.idle) while it waits.
-    Without the reader, MEANWHILE runs first."""
+    In a `digest build` of a week or two, the entry reader does it (digest.forked.inliner)
+    with the same code, unless the build read no entry or a first build's process has
+    the time (digest.forked.read_standing): premailer is imported there while this process
+    renders, and this process runs MEANWHILE (and the jobs digest.forked.when_idle was
+    given) while it waits. Without the reader, MEANWHILE runs first."""
     from digest import forked
 
     helper = forked.inliner()

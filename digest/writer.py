@@ -210,28 +210,40 @@ class Staging:
 
 def write_files(files: Mapping[Path, bytes]) -> None:
     """Replace each of FILES (path -> bytes) atomically: all are written to temporary files
-    and flushed with one sync (an fsync each waited for the disk once a file), then
-    renamed into place. A failure before the renames leaves every file as it was."""
+    and flushed with one sync (an fsync each waited for the disk once a file; the fsync
+    each then gets is cheap, and reports a write error the flush met), then renamed into
+    place. A failure before the renames leaves every file as it was."""
     temps: list[tuple[Path, Path]] = []
+    handles: list[IO[bytes]] = []
+    target: Path | None = None
     try:
         for path, data in files.items():
+            target = path
+            if path.is_dir():  # the rename would fail after others were done
+                raise IsADirectoryError(errno.EISDIR, "a folder is in its place")
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temps.append((tmp, path))
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-        if temps:
+            handle = open(tmp, "wb")
+            temps.append((tmp, path))
+            handles.append(handle)
+            handle.write(data)
+            handle.flush()
+        if handles:
             os.sync()
-        for tmp, path in temps:
-            os.replace(tmp, path)
+        for (_, target), handle in zip(temps, handles):
+            os.fsync(handle.fileno())
+            handle.close()
+        for tmp, target in temps:
+            os.replace(tmp, target)
     except OSError as exc:
+        for handle in handles:
+            handle.close()
         for tmp, _ in temps:
             try:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
-        where = exc.filename or (temps[-1][1] if temps else "")
-        raise BuildError(f"could not write {where}: {exc.strerror or exc}; the previous file is unchanged.") from None
+        raise BuildError(f"could not write {target}: {exc.strerror or exc}; the previous file is unchanged.") from None
     for folder in {path.parent for _, path in temps}:
         _fsync_dir(folder)
 

@@ -483,9 +483,10 @@ def test_a_worker_that_fails_to_write_leaves_the_other_weeks_staged(tmp_path: Pa
 
 def test_the_archive_files_are_replaced_together_with_one_sync(tmp_path: Path, monkeypatch) -> None:
     """writer.write_files (the archive's index, feed, calendar and older pages): every file
-    replaced, flushed with one sync (not an fsync a file), no temporary file left; a failure
-    on any leaves all as they were; recover() removes the temporary files of a killed run,
-    in the edition folders too."""
+    replaced, flushed with one sync (each file's fsync comes after it, to report a write
+    error), no temporary file left; a failure writing any, or a folder where a file goes,
+    leaves all as they were and names the file; recover() removes the temporary files of a
+    killed run, in the edition folders too."""
     from digest import writer
 
     out = tmp_path / "out"
@@ -501,12 +502,16 @@ def test_the_archive_files_are_replaced_together_with_one_sync(tmp_path: Path, m
            out / "feed.xml": b"<feed/>"}
     writer.write_files(new)
     assert {path: path.read_bytes() for path in new} == new
-    assert syncs.count("sync") == 1 and syncs.count("fsync") == 2  # the two folders' entries, once each
+    assert syncs.index("sync") == 0 and syncs.count("sync") == 1  # before any fsync
+    assert syncs.count("fsync") == 3 + 2  # each file (after the sync), then the two folders
     assert not list(out.rglob("*.tmp"))
     (out / "blocked").write_text("a file where a folder would go")
-    with pytest.raises(BuildError, match="could not write .*blocked"):
-        writer.write_files({out / "index.html": b"newer", out / "blocked" / "x.html": b"x"})
-    assert (out / "index.html").read_bytes() == b"new index" and not list(out.rglob("*.tmp"))
+    (out / "events.ics").mkdir()
+    for bad in (out / "blocked" / "x.html", out / "events.ics"):
+        with pytest.raises(BuildError, match=f"could not write {bad}: "):
+            writer.write_files({out / "2020-W40" / "index.html": b"newer", out / "index.html": b"newer", bad: b"x"})
+        assert (out / "index.html").read_bytes() == b"new index" and not list(out.rglob("*.tmp"))
+        assert (out / "2020-W40" / "index.html").read_bytes() == b"new page"
     for leftover in (out / ".feed.xml.123.tmp", out / "2020-W40" / ".index.html.123.tmp"):
         leftover.write_bytes(b"half")
     writer.recover(out)
