@@ -279,23 +279,8 @@ def feed_bytes(config: Config, listing: list[Listed], meanwhile: Callable[[], No
     while MEANWHILE runs here, else here (after MEANWHILE)."""
     from digest import forked
 
-    helper = forked.inliner()
-    if helper is not None:
-        ran: list[bool] = []
-
-        def waiting() -> None:
-            ran.append(True)
-            if meanwhile is not None:
-                meanwhile()
-
-        made = helper.request("feed", config, listing, meanwhile=waiting)
-        if ran:
-            meanwhile = None
-        if isinstance(made, bytes):
-            return made
-    if meanwhile is not None:
-        meanwhile()
-    return make_feed(config, listing)
+    made = forked.served("feed", config, listing, meanwhile=meanwhile)
+    return made if isinstance(made, bytes) else make_feed(config, listing)
 
 
 def make_feed(config: Config, listing: list[Listed]) -> bytes:

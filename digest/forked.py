@@ -421,6 +421,25 @@ def inliner() -> Forked | None:
     return _INLINER if _INLINER is not None and _INLINER.started else None
 
 
+def served(name: str, *args: Any, meanwhile: Callable[[], None] | None = None, idle_too: bool = False) -> Any:
+    """SERVES[NAME](*ARGS) from the reader that inlines (inliner), or FAILED where there
+    is none or it fails; MEANWHILE (and, with IDLE_TOO, the jobs when_idle was given) runs
+    here once either way: while the reader works, or first."""
+    def waiting() -> None:
+        ran.append(True)
+        if meanwhile is not None:
+            meanwhile()
+        if idle_too:
+            idle()
+
+    ran: list[bool] = []
+    helper = inliner()
+    answer = helper.request(name, *args, meanwhile=waiting) if helper is not None else FAILED
+    if not ran:
+        waiting()
+    return answer
+
+
 def _ready_to_read() -> None:
     import importlib
 

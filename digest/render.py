@@ -531,28 +531,14 @@ def inline_css(html: str, css: str, meanwhile: Callable[[], None] | None = None)
     with the same code, unless the build read no entry or a first build's process has
     the time (digest.forked.read_standing): premailer is imported there while this process
     renders, and this process runs MEANWHILE (and the jobs digest.forked.when_idle was
-    given) while it waits. Without the reader, MEANWHILE runs first."""
+    given) while it waits. Without the reader, they run first."""
     from digest import forked
 
-    helper = forked.inliner()
-    if helper is not None:
-        ran: list[bool] = []
-
-        def waiting() -> None:
-            ran.append(True)
-            if meanwhile is not None:
-                meanwhile()
-            forked.idle()
-
-        answer = helper.request("inline", html, css, meanwhile=waiting)
-        if ran:
-            meanwhile = None  # done
-        if answer is not forked.FAILED:
-            inlined, parses = answer
-            seed_inline_parses(parses)  # kept by the cache, as if made here
-            return inlined
-    if meanwhile is not None:
-        meanwhile()
+    answer = forked.served("inline", html, css, meanwhile=meanwhile, idle_too=True)
+    if answer is not forked.FAILED:
+        inlined, parses = answer
+        seed_inline_parses(parses)  # kept by the cache, as if made here
+        return inlined
     # (FAILED: the reader is gone, or it failed: here, where an error is reported as it should be)
     Premailer = _premailer_class()
 
