@@ -12,6 +12,7 @@ rebuilding gives the same bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -374,14 +375,7 @@ def _cached_calendar(cache: BuildCache | None, p: Plan) -> bytes:
 def calendar_later(cache: BuildCache | None, p: Plan) -> Callable[[], bytes]:
     """_cached_calendar(CACHE, P), made at the first call and kept (the build may make it
     while it waits for the entry reader: digest.forked.when_idle)."""
-    made: list[bytes] = []
-
-    def calendar() -> bytes:
-        if not made:
-            made.append(_cached_calendar(cache, p))
-        return made[0]
-
-    return calendar
+    return functools.cache(functools.partial(_cached_calendar, cache, p))
 
 
 def index_page(renderer: WebRenderer, config: Config, listing: list[Listed]) -> bytes:
@@ -475,13 +469,7 @@ def prepare_archive(out: Path, p: Plan, built: list[BuiltEdition], cache: BuildC
                                       lambda: index_page(renderer, p.config, listing))
         files["events.ics"] = calendar() if calendar is not None else _cached_calendar(cache, p)
 
-    done: list[bool] = []
-
-    def rest_once() -> None:
-        if not done:
-            done.append(True)
-            the_rest()
-
+    rest_once = functools.cache(the_rest)
     feed = _cached(cache, ("feed.xml", *base), lambda: feed_bytes(p.config, listing, meanwhile=rest_once))
     rest_once()
     index, events = files.pop("index.html"), files.pop("events.ics")
